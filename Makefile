@@ -1,0 +1,35 @@
+# dbtflow: `make run` runs the tenant on the embedded DuckDB target; `make test` runs every check.
+# Both bootstrap .venv from uv.lock on a fresh machine (python3 + pip are all that is needed).
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+SYNCED := $(VENV)/.synced
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint requirements clean
+
+install: $(SYNCED)
+
+$(SYNCED): uv.lock pyproject.toml
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv sync --frozen --quiet
+	@touch $(SYNCED)
+
+run: install
+	$(BIN)/dbtflow run --project-dir tenants/dbt_williamgrant --target local
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+requirements: install
+	$(BIN)/uv export --frozen --no-dev --no-hashes --no-header --quiet -o requirements-prefect.txt
+
+clean:
+	rm -rf .dbtflow tenants/*/target tenants/*/logs

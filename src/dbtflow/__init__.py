@@ -1,0 +1,1 @@
+"""dbtflow: run dbt Core on Prefect, and move off dbt Cloud safely."""

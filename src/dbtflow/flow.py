@@ -1,0 +1,200 @@
+"""The generic Prefect flow: one dbt project, any request, artifacts kept, honest final state.
+
+Contract
+- `dbt_flow(project_dir, name=...)` returns a Prefect flow bound to one dbt project; a
+  tenant's entrypoint is one call of it (see flows/dbt_wg_flow.py). Its parameters are the
+  request's (see `dbtflow.request`), with types and descriptions Prefect shows in the UI.
+- The flow validates the request before anything else (a bad request ends Failed with the
+  one-line reason, and dbt never starts), runs the steps in order (stopping at the first
+  failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
+  in the run's folder, publishes the summary artifact, and ends Completed, or Failed with a
+  message naming the failing nodes, or TimedOut.
+
+Pitfalls
+- The target path is per target (`target/<target>/`) so dev and prod runs never share
+  partial-parse state or run_results, and `dbt retry` finds the previous results.
+- Artifacts left in the target path by an earlier run are removed before each step, so a
+  step that dies before writing run_results is never credited with an old one.
+- On timeout the warehouse connections are cancelled through the adapter and no further step
+  starts; the dbt thread is a daemon and ends with its in-flight node.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+from prefect import Flow, flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+from dbtflow.artifacts import ARTIFACT_FILES, RunStore
+from dbtflow.errors import UserError
+from dbtflow.invoke import StepOutcome, StepPaths, run_step
+from dbtflow.outcome import RunOutcome, StepReport
+from dbtflow.profiles import resolved_profiles
+from dbtflow.project import load_project
+from dbtflow.report import publish, summary_markdown
+from dbtflow.request import RunRequest, build_request
+
+PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("DBTFLOW_RUNS_DIR") or Path.cwd() / ".dbtflow" / "runs")
+
+
+def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | None = None) -> Flow[..., Any]:
+    """A Prefect flow that runs dbt requests against the project in `project_dir`."""
+
+    @flow(name=name, log_prints=False)
+    def run_dbt(
+        command: str = "build",
+        target: str = "dev",
+        select: str | list[str] | None = None,
+        exclude: str | list[str] | None = None,
+        selector: str | None = None,
+        vars: dict[str, Any] | str | None = None,
+        full_refresh: bool = False,
+        state: str | None = None,
+        defer: bool = False,
+        threads: int | None = None,
+        steps: list[str] | None = None,
+        source_freshness: bool = False,
+        generate_docs: bool = False,
+        timeout_seconds: int | None = None,
+        fail_fast: bool = False,
+    ) -> State:
+        """Run dbt Core for this project.
+
+        Args:
+            command: The dbt command, e.g. `build`, `run --select tag:daily`, `source freshness`.
+            target: The profiles.yml target to run against (`local`, `dev`, `prod`).
+            select: dbt selection, e.g. `tag:daily +fct_shipments` (space-separated or a list).
+            exclude: dbt exclusion, same syntax as select.
+            selector: The name of a selector in selectors.yml, e.g. `daily`.
+            vars: dbt vars, as a mapping or a JSON/YAML string of one.
+            full_refresh: Rebuild incremental models and seeds from scratch.
+            state: Folder of a previous run's artifacts, for `state:` selection and deferral.
+            defer: Defer unbuilt upstream references to `state`.
+            threads: dbt threads (1-64); the target's own setting when empty.
+            steps: Several dbt commands run in order, like a dbt Cloud job; replaces `command`.
+            source_freshness: Run `dbt source freshness` first; its failure does not fail the run.
+            generate_docs: Run `dbt docs generate` last; its failure does not fail the run.
+            timeout_seconds: Stop the run after this many seconds; no limit when empty.
+            fail_fast: Stop a step at its first failing node.
+        """
+        parameters = {name: value for name, value in locals().items() if name in PARAMETERS}
+        return execute(project_dir, profiles_dir, parameters)
+
+    return run_dbt
+
+
+def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters: dict[str, Any]) -> State:
+    logger = get_run_logger()
+    try:
+        request = build_request(load_project(project_dir, profiles_dir), **parameters)
+    except UserError as exc:
+        logger.error("invalid request: %s", exc)
+        return Failed(message=f"invalid request: {exc}")
+
+    store = RunStore(runs_root(), str(flow_run.id or "local"))
+    store.write_json("run.json", _run_record(request, None))
+    outcome = RunOutcome(request.target)
+    try:
+        with resolved_profiles(request.project, request.target) as profiles:
+            _run_with_timeout(
+                request,
+                StepPaths(request.project.project_dir, profiles, _target_path(request), store.folder),
+                store,
+                outcome,
+            )
+    except UserError as exc:
+        logger.error("%s", exc)
+        store.write_json("run.json", {**_run_record(request, None), "status": "failed", "message": str(exc)})
+        return Failed(message=str(exc))
+
+    store.write_json("run.json", _run_record(request, outcome))
+    (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
+    publish(outcome, store.folder, key=_artifact_key(request))
+    for failure in outcome.failures:
+        logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
+    logger.info("%s; artifacts in %s", outcome.message, store.folder)
+    if outcome.timed_out:
+        return Failed(name="TimedOut", message=f"{outcome.message} (timeout_seconds={request.timeout_seconds})")
+    return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
+
+
+def _target_path(request: RunRequest) -> Path:
+    return request.project.project_dir / "target" / request.target
+
+
+def _run_with_timeout(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome) -> None:
+    """Run the steps on a daemon thread; past the timeout, cancel the warehouse queries."""
+    context = contextvars.copy_context()  # the flow run context, for prefect-dbt's task runs
+    runner = threading.Thread(
+        target=context.run, args=(_run_steps, request, paths, store, outcome), name="dbtflow-dbt", daemon=True
+    )
+    runner.start()
+    runner.join(request.timeout_seconds)
+    if runner.is_alive():
+        outcome.timed_out = True
+        _cancel_warehouse_queries()
+        runner.join(30)
+
+
+def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome) -> None:
+    for index, step in enumerate(request.steps):
+        if outcome.timed_out or (outcome.failed and step.fatal):
+            break
+        _clear(paths.target_path)
+        try:
+            result = run_step(step, paths)
+        except Exception as exc:  # dbt raised something it should have returned
+            result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
+        outcome.steps.append(StepReport(index, result, store.keep_step(index, step.command, paths.target_path)))
+
+
+def _clear(target_path: Path) -> None:
+    for name in ARTIFACT_FILES:
+        (target_path / name).unlink(missing_ok=True)
+
+
+def _cancel_warehouse_queries() -> None:
+    try:
+        from dbt.adapters.factory import FACTORY
+
+        adapters: list[Any] = list(FACTORY.adapters.values())
+        for adapter in adapters:
+            adapter.cancel_open_connections()
+    except Exception:  # best effort: the run is already ending as TimedOut
+        pass
+
+
+def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "project": request.project.name,
+        "project_dir": str(request.project.project_dir),
+        "target": request.target,
+        "parameters": request.parameters,
+        "steps": [{"command": s.command, "argv": s.argv, "fatal": s.fatal} for s in request.steps],
+    }
+    if outcome is not None:
+        record["status"] = "timed_out" if outcome.timed_out else ("failed" if outcome.failed else "completed")
+        record["message"] = outcome.message
+        for report in outcome.steps:
+            record["steps"][report.index].update(
+                folder=report.artifacts.folder.name, success=report.outcome.success, error=report.outcome.error
+            )
+    return record
+
+
+def _artifact_key(request: RunRequest) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", f"dbt-{request.project.name}-{request.target}".lower()).strip("-")

@@ -1,0 +1,118 @@
+"""RunOutcome: what a run did, per step and per node, from dbt's own artifacts.
+
+Contract
+- `RunOutcome` collects each step's `StepOutcome` (from invoke) and `StepArtifacts` (from
+  artifacts) and answers the questions a person asks of a run: did it fail, which nodes
+  failed and why, which were skipped because of which failure, what warned.
+- `message` is the flow state's message: it names the failing nodes and their errors in one
+  paragraph, bounded in length, so it reads well in the Prefect UI and in a notification.
+
+Pitfalls
+- A step can fail with no node failed (parse error, connection error): its error text is then
+  the reason. A non-fatal step (source freshness, docs generate added by the job settings)
+  never fails the run; its problems are warnings.
+- Pure: no Prefect, no dbt, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from dbtflow.artifacts import NodeResult, StepArtifacts
+from dbtflow.invoke import StepOutcome
+
+MAX_IN_MESSAGE = 5
+
+
+@dataclass
+class StepReport:
+    index: int
+    outcome: StepOutcome
+    artifacts: StepArtifacts
+
+    @property
+    def command(self) -> str:
+        return self.outcome.step.command
+
+    @property
+    def failed(self) -> bool:
+        return not self.outcome.success
+
+    def skipped_because(self, result: NodeResult) -> list[str]:
+        """The failed ancestors of a skipped node (nearest first), from the manifest's parent map."""
+        failed = {r.unique_id for r in self.artifacts.results if r.failed}
+        causes: list[str] = []
+        seen: set[str] = set()
+        queue = deque(self.artifacts.parent_map.get(result.unique_id, []))
+        while queue:
+            uid = queue.popleft()
+            if uid in seen:
+                continue
+            seen.add(uid)
+            if uid in failed:
+                causes.append(uid)
+            else:
+                queue.extend(self.artifacts.parent_map.get(uid, []))
+        # a test's skip comes from the node it tests failing
+        return causes
+
+
+@dataclass
+class RunOutcome:
+    target: str
+    steps: list[StepReport] = field(default_factory=list)
+    timed_out: bool = False
+
+    @property
+    def results(self) -> list[NodeResult]:
+        return [r for s in self.steps for r in s.artifacts.results]
+
+    @property
+    def failed_steps(self) -> list[StepReport]:
+        return [s for s in self.steps if s.failed and s.outcome.step.fatal]
+
+    @property
+    def failed(self) -> bool:
+        return self.timed_out or bool(self.failed_steps)
+
+    @property
+    def failures(self) -> list[NodeResult]:
+        return [r for s in self.steps if s.outcome.step.fatal for r in s.artifacts.results if r.failed]
+
+    @property
+    def warnings(self) -> list[NodeResult]:
+        return [r for r in self.results if r.status == "warn" or (r.failed and not self._fatal(r))]
+
+    @property
+    def skipped(self) -> list[NodeResult]:
+        return [r for r in self.results if r.status == "skipped"]
+
+    def _fatal(self, result: NodeResult) -> bool:
+        return any(result in s.artifacts.results and s.outcome.step.fatal for s in self.steps)
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """(resource_type, status) -> number of nodes, over every step."""
+        return Counter((r.resource_type, r.status) for r in self.results)
+
+    @property
+    def message(self) -> str:
+        if not self.failed:
+            counts = Counter(r.status for r in self.results)
+            parts = [f"{n} {status}" for status, n in sorted(counts.items())]
+            return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran")
+        reasons = [f"{r.resource_type} {r.name} {r.status}: {_short(r.message)}" for r in self.failures]
+        for step in self.failed_steps:
+            if not any(r.failed for r in step.artifacts.results):
+                reasons.append(f"dbt {step.command} failed: {_short(step.outcome.error)}")
+        if self.timed_out:
+            reasons.insert(0, "timed out")
+        more = len(reasons) - MAX_IN_MESSAGE
+        text = "; ".join(reasons[:MAX_IN_MESSAGE]) + (f"; and {more} more" if more > 0 else "")
+        skipped = f" ({len(self.skipped)} skipped)" if self.skipped else ""
+        return f"dbt on {self.target} failed{skipped}: {text}"
+
+
+def _short(text: str | None, limit: int = 300) -> str:
+    flat = " ".join((text or "no message").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

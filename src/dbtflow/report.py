@@ -1,0 +1,93 @@
+"""Report: a run's outcome as markdown, published to Prefect as an artifact.
+
+Contract
+- `summary_markdown(outcome, run_folder)` renders: the steps with their status, counts per
+  resource type and status, every failure with dbt's message and where its compiled SQL is,
+  skipped nodes with the failure that caused the skip, warnings, the slowest nodes, and where
+  the artifacts are kept. Deterministic for a given outcome.
+- `publish(outcome, run_folder, key)` creates the Prefect markdown artifact; a failure to
+  publish is logged as a warning and never fails the run (observability never breaks the job).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dbtflow.outcome import RunOutcome, StepReport
+
+SLOWEST = 10
+logger = logging.getLogger(__name__)
+
+
+def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
+    status = "❌ Failed" if outcome.failed else ("⚠️ Completed with warnings" if outcome.warnings else "✅ Completed")
+    lines = [f"# dbt on `{outcome.target}`: {status}", "", outcome.message, "", "## Steps", ""]
+    lines += ["| # | command | result | nodes | seconds |", "|---|---|---|---|---|"]
+    for s in outcome.steps:
+        result = "ok" if not s.failed else ("failed" if s.outcome.step.fatal else "failed (not fatal)")
+        nodes, seconds = len(s.artifacts.results), s.artifacts.elapsed_time
+        lines.append(f"| {s.index + 1} | `{s.outcome.step}` | {result} | {nodes} | {seconds:.1f} |")
+    lines += _counts_table(outcome)
+    if outcome.failures or outcome.failed_steps:
+        lines += ["", "## Failures", ""]
+        for step in outcome.steps:
+            lines += _failures(step)
+    if outcome.skipped:
+        lines += ["", "## Skipped", ""]
+        for step in outcome.steps:
+            for r in step.artifacts.results:
+                if r.status == "skipped":
+                    causes = ", ".join(f"`{c}`" for c in step.skipped_because(r)) or "an upstream failure"
+                    lines.append(f"- {r.resource_type} `{r.name}`: skipped because of {causes}")
+    if outcome.warnings:
+        lines += ["", "## Warnings", ""]
+        lines += [f"- {r.resource_type} `{r.name}` {r.status}: {_one_line(r.message)}" for r in outcome.warnings]
+    slowest = sorted(outcome.results, key=lambda r: r.execution_time, reverse=True)[:SLOWEST]
+    if slowest:
+        lines += ["", "## Slowest nodes", "", "| node | status | seconds |", "|---|---|---|"]
+        lines += [f"| {r.resource_type} `{r.name}` | {r.status} | {r.execution_time:.2f} |" for r in slowest]
+    lines += ["", f"Artifacts and dbt.log: `{run_folder}`", ""]
+    return "\n".join(lines)
+
+
+def _counts_table(outcome: RunOutcome) -> list[str]:
+    counts = outcome.counts()
+    if not counts:
+        return []
+    statuses = sorted({status for _, status in counts})
+    types = sorted({rtype for rtype, _ in counts})
+    lines = ["", "## Nodes", "", "| resource type | " + " | ".join(statuses) + " |"]
+    lines.append("|---" * (len(statuses) + 1) + "|")
+    for rtype in types:
+        lines.append(f"| {rtype} | " + " | ".join(str(counts.get((rtype, s), 0)) for s in statuses) + " |")
+    return lines
+
+
+def _failures(step: StepReport) -> list[str]:
+    lines: list[str] = []
+    failed = [r for r in step.artifacts.results if r.failed]
+    for r in failed:
+        where = step.artifacts.folder / "compiled"
+        sql = f" Compiled SQL: `{where}` (`{r.compiled_path}`)." if r.compiled_path else ""
+        lines.append(f"- **{r.resource_type} `{r.name}`** {r.status}: {_one_line(r.message)}.{sql}")
+    if step.failed and not failed:
+        lines.append(f"- **dbt {step.command}** failed before running nodes: {_one_line(step.outcome.error)}")
+    return lines
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "no message").split())
+
+
+def publish(outcome: RunOutcome, run_folder: Path, key: str) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    try:
+        create_markdown_artifact(
+            markdown=summary_markdown(outcome, run_folder),
+            key=key,
+            description=outcome.message[:500],
+        )
+    except Exception as exc:  # observability never breaks the job
+        logger.warning("could not publish the run summary to Prefect: %s", exc)
