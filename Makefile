@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
+# requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
+EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
 .PHONY: install run test lint requirements clean
 
@@ -29,7 +31,7 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 requirements: install
-	$(BIN)/uv export --frozen --no-dev --no-hashes --no-header --quiet -o requirements-prefect.txt
+	$(BIN)/uv export $(EXPORT_FLAGS) -o requirements-prefect.txt
 
 clean:
 	rm -rf .dbtflow tenants/*/target tenants/*/logs

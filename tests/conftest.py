@@ -6,6 +6,7 @@ never touches ~/.prefect or a server of the developer's.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -13,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -33,6 +34,9 @@ os.environ.update(
 )
 
 
+_KEEP: list[object] = []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,7 +44,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A `prefect server start` on a free loopback port, shared by the whole session."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -61,34 +65,47 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            os.environ["PREFECT_API_URL"] = url
-            yield url
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        proc.terminate()
+    # Stopped at interpreter exit, after Prefect's own exit hooks (registered later, run earlier)
+    # have sent the last logs and events: stopping it at session teardown loses them noisily.
+    atexit.register(_stop, proc, log)
+    deadline = time.monotonic() + 120
+    while True:
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    # Point this process at the server for the rest of its life, not just the session: Prefect's
+    # exit hooks still send logs and events, and without an API URL they would start an ephemeral one.
+    os.environ["PREFECT_API_URL"] = url
+    settings = temporary_settings(updates={PREFECT_API_URL: url})
+    settings.__enter__()
+    _KEEP.append(settings)  # an unreferenced context manager would be closed by the GC
+    return url
+
+
+def _stop(proc: subprocess.Popen[bytes], log: IO[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _build_outputs(folder: str, names: list[str]) -> set[str]:
+    if Path(folder).name == ".duckdb":
+        return {n for n in names if n != ".gitignore"}
+    return {n for n in names if n in ("target", "logs")}
 
 
 @pytest.fixture
 def tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private copy of the tenant project (no target/, logs/ or database), runs kept in tmp."""
     copy = tmp_path / "dbt_williamgrant"
-    shutil.copytree(TENANT, copy, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb", "*.wal"))
+    shutil.copytree(TENANT, copy, ignore=_build_outputs)
     monkeypatch.setenv("DBTFLOW_RUNS_DIR", str(tmp_path / "runs"))
     return copy

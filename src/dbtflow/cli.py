@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -94,7 +94,7 @@ def run(
     with _NodeProgress() as progress:
         token = event_listeners.set((progress.on_event,))
         try:
-            final: State = flow(**params, return_state=True)
+            final = cast(State, flow(**params, return_state=True))
         finally:
             event_listeners.reset(token)
     run_folder = runs_root() / str(final.state_details.flow_run_id)
