@@ -75,7 +75,7 @@ def test_tenant_builds_then_rebuilds(tenant: Path):
     assert manifest["nodes"][warned[0]]["config"]["severity"].lower() == "warn"
     assert (folder / "dbt.log").stat().st_size > 0
     markdown = summary_artifact(state.state_details.flow_run_id)
-    assert "Completed with warnings" in markdown and warned[0].split(".")[-1] in markdown
+    assert "Completed with warnings" in markdown and manifest["nodes"][warned[0]]["name"] in markdown
 
     again = run(tenant, target="local")  # incremental and snapshot, second time
     assert again.is_completed(), again.message
@@ -95,8 +95,11 @@ def test_failing_model_fails_the_flow_and_skips_downstream(tenant: Path):
     assert "int_shipments_priced" in state.message and "no_such_column" in state.message
     folder = run_folder(state)
     results = {r["unique_id"]: r for r in step_results(folder)["results"]}
-    assert results["model.dbt_williamgrant.int_shipments_priced"]["status"] == "error"
-    assert results["model.dbt_williamgrant.fct_shipments"]["status"] == "skipped"
+    broken_id = "model.dbt_williamgrant.int_shipments_priced"
+    assert results[broken_id]["status"] == "error"
+    manifest = json.loads((folder / "01-build" / "manifest.json").read_text())
+    downstream = [c for c in manifest["child_map"][broken_id] if c.startswith("model.")]
+    assert downstream and all(results[c]["status"] == "skipped" for c in downstream)
     assert (folder / "01-build" / "manifest.json").exists() and (folder / "dbt.log").exists()
     kept_sql = list((folder / "01-build").rglob("int_shipments_priced.sql"))
     assert kept_sql and "no_such_column" in kept_sql[0].read_text()
@@ -183,7 +186,18 @@ def test_cli_runs_any_project_and_prints_the_summary(tenant: Path, tmp_path: Pat
     other = tmp_path / "other_project"
     shutil.copytree(tenant, other)
     result = CliRunner().invoke(
-        app, ["run", "--project-dir", str(other), "--select", "stg_brands+1", "--target", "local"]
+        app,
+        [
+            "run",
+            "--project-dir",
+            str(other),
+            "--select",
+            "+stg_markets",
+            "--exclude",
+            "test_type:relationships",
+            "--target",
+            "local",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "artifacts:" in result.stdout and "Completed" in result.stdout
