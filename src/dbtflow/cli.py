@@ -55,6 +55,7 @@ def run(
     generate_docs: Annotated[bool, typer.Option("--generate-docs", help="Generate docs last.")] = False,
     timeout_seconds: Annotated[int | None, typer.Option(help="Stop the run after N seconds.")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")] = False,
+    engine: Annotated[str, typer.Option(help="fast (default) or prefect-dbt.")] = "fast",
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
     try:
@@ -75,6 +76,7 @@ def run(
             generate_docs=generate_docs,
             timeout_seconds=timeout_seconds,
             fail_fast=fail_fast,
+            engine=engine,
         )
         build_request(project, **params)
     except UserError as exc:

@@ -27,7 +27,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import Flow, flow, get_run_logger
 from prefect.client.schemas.objects import State
@@ -40,8 +40,8 @@ from dbtflow.invoke import StepOutcome, StepPaths, run_step
 from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
-from dbtflow.report import publish, summary_markdown
 from dbtflow.request import RunRequest, build_request
+from dbtflow.summary import publish, summary_markdown
 
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 
@@ -70,6 +70,7 @@ def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | N
         generate_docs: bool = False,
         timeout_seconds: int | None = None,
         fail_fast: bool = False,
+        engine: Literal["fast", "prefect-dbt"] = "fast",
     ) -> State:
         """Run dbt Core for this project.
 
@@ -89,6 +90,8 @@ def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | N
             generate_docs: Run `dbt docs generate` last; its failure does not fail the run.
             timeout_seconds: Stop the run after this many seconds; no limit when empty.
             fail_fast: Stop a step at its first failing node.
+            engine: `fast` reports every dbt node to Prefect at the speed of plain dbt;
+                `prefect-dbt` uses prefect-dbt's PrefectDbtRunner as it is.
         """
         parameters = {name: value for name, value in locals().items() if name in PARAMETERS}
         return execute(project_dir, profiles_dir, parameters)
@@ -155,7 +158,7 @@ def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: 
             break
         _clear(paths.target_path)
         try:
-            result = run_step(step, paths)
+            result = run_step(step, paths, request.engine, index)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
         outcome.steps.append(StepReport(index, result, store.keep_step(index, step.command, paths.target_path)))
@@ -183,6 +186,7 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
         "project": request.project.name,
         "project_dir": str(request.project.project_dir),
         "target": request.target,
+        "engine": request.engine,
         "parameters": request.parameters,
         "steps": [{"command": s.command, "argv": s.argv, "fatal": s.fatal} for s in request.steps],
     }
@@ -191,7 +195,11 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
         record["message"] = outcome.message
         for report in outcome.steps:
             record["steps"][report.index].update(
-                folder=report.artifacts.folder.name, success=report.outcome.success, error=report.outcome.error
+                folder=report.artifacts.folder.name,
+                success=report.outcome.success,
+                error=report.outcome.error,
+                parse=str(report.outcome.parse) if report.outcome.parse else None,
+                reporting=list(report.outcome.reporting),
             )
     return record
 

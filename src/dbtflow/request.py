@@ -41,6 +41,7 @@ class InvalidRequest(UserError):
 
 
 MAX_THREADS = 64
+ENGINES = ("fast", "prefect-dbt")
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 # Option kinds: how the value(s) after an option are checked.
@@ -229,6 +230,7 @@ class RunRequest:
     target: str
     steps: list[Step]
     timeout_seconds: int | None = None
+    engine: str = "fast"
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -250,6 +252,7 @@ def build_request(
     generate_docs: bool = False,
     timeout_seconds: int | None = None,
     fail_fast: bool = False,
+    engine: str = "fast",
 ) -> RunRequest:
     """Validate every parameter and build the steps; raise InvalidRequest on the first problem."""
     parameters = {k: v for k, v in locals().items() if k != "project"}
@@ -274,6 +277,8 @@ def build_request(
     if vars is not None:
         job_options["--vars"] = [_mapping("vars", vars)]
     timeout = _timeout(timeout_seconds)
+    if engine not in ENGINES:
+        raise InvalidRequest(f"engine {engine!r} is unknown; use one of: {', '.join(ENGINES)}")
 
     texts = _step_texts(command, steps)
     parsed = [_parse_step(project, f"steps[{i}]" if steps else "command", t) for i, t in enumerate(texts)]
@@ -287,7 +292,7 @@ def build_request(
         _assemble(project, target, cmd, opts, positionals, fatal, job_options)
         for cmd, opts, positionals, fatal in parsed
     ]
-    return RunRequest(project, target, built, timeout, parameters)
+    return RunRequest(project, target, built, timeout, engine, parameters)
 
 
 def _check_target(project: Project, target: str) -> None:

@@ -1,4 +1,4 @@
-"""Report: a run's outcome as markdown, published to Prefect as an artifact.
+"""Summary: a run's outcome as markdown, published to Prefect as an artifact.
 
 Contract
 - `summary_markdown(outcome, run_folder)` renders: the steps with their status, counts per
@@ -23,11 +23,11 @@ logger = logging.getLogger(__name__)
 def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
     status = "❌ Failed" if outcome.failed else ("⚠️ Completed with warnings" if outcome.warnings else "✅ Completed")
     lines = [f"# dbt on `{outcome.target}`: {status}", "", outcome.message, "", "## Steps", ""]
-    lines += ["| # | command | result | nodes | seconds |", "|---|---|---|---|---|"]
+    lines += ["| # | command | result | nodes | seconds | parse |", "|---|---|---|---|---|---|"]
     for s in outcome.steps:
         result = "ok" if not s.failed else ("failed" if s.outcome.step.fatal else "failed (not fatal)")
-        nodes, seconds = len(s.artifacts.results), s.artifacts.elapsed_time
-        lines.append(f"| {s.index + 1} | `{s.outcome.step}` | {result} | {nodes} | {seconds:.1f} |")
+        nodes, seconds, parse = len(s.artifacts.results), s.artifacts.elapsed_time, s.outcome.parse or "-"
+        lines.append(f"| {s.index + 1} | `{s.outcome.step}` | {result} | {nodes} | {seconds:.1f} | {parse} |")
     lines += _counts_table(outcome)
     if outcome.failures or outcome.failed_steps:
         lines += ["", "## Failures", ""]
@@ -43,6 +43,9 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
     if outcome.warnings:
         lines += ["", "## Warnings", ""]
         lines += [f"- {r.resource_type} `{r.name}` {r.status}: {_one_line(r.message)}" for r in outcome.warnings]
+    reporting = [w for s in outcome.steps for w in s.outcome.reporting]
+    if reporting:
+        lines += ["", "## Reporting to Prefect", ""] + [f"- {w}" for w in reporting]
     slowest = sorted(outcome.results, key=lambda r: r.execution_time, reverse=True)[:SLOWEST]
     if slowest:
         lines += ["", "## Slowest nodes", "", "| node | status | seconds |", "|---|---|---|"]
