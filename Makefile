@@ -6,10 +6,11 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint requirements clean
+.PHONY: install run test lint requirements bench clean
 
 install: $(SYNCED)
 
@@ -32,6 +33,10 @@ test: lint
 
 requirements: install
 	$(BIN)/uv export $(EXPORT_FLAGS) -o requirements-prefect.txt
+
+# bench/overhead.py: plain dbt vs dbtflow's engines on a synthetic project; e.g. BENCH_ARGS="--models 50 --repeat 1"
+bench: install
+	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .dbtflow tenants/*/target tenants/*/logs

@@ -7,15 +7,16 @@ never touches ~/.prefect or a server of the developer's.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
 
 import httpx
 import pytest
@@ -43,57 +44,67 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PrefectServer:
+    """A `prefect server start` on a free loopback port, with its own home and database."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/api"
+        self.log = (home / "server.log").open("a")
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+            "PREFECT_UI_ENABLED": "false",
+        }
+        self.proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not self.healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self.log.close()
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A `prefect server start` on a free loopback port, shared by the whole session."""
+    """One real Prefect server for the whole session; this process points at it from now on."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-server"))
     # Stopped at interpreter exit, after Prefect's own exit hooks (registered later, run earlier)
     # have sent the last logs and events: stopping it at session teardown loses them noisily.
-    atexit.register(_stop, proc, log)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    atexit.register(server.stop)
     # Point this process at the server for the rest of its life, not just the session: Prefect's
     # exit hooks still send logs and events, and without an API URL they would start an ephemeral one.
-    os.environ["PREFECT_API_URL"] = url
-    settings = temporary_settings(updates={PREFECT_API_URL: url})
+    os.environ["PREFECT_API_URL"] = server.url
+    settings = temporary_settings(updates={PREFECT_API_URL: server.url})
     settings.__enter__()
     _KEEP.append(settings)  # an unreferenced context manager would be closed by the GC
-    return url
-
-
-def _stop(proc: subprocess.Popen[bytes], log: IO[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    return server.url
 
 
 def _build_outputs(folder: str, names: list[str]) -> set[str]:

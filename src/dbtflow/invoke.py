@@ -98,7 +98,8 @@ def _run_fast(step: Step, paths: StepPaths, index: int) -> StepOutcome:
     if reporter is not None:
         callbacks.append(reporter.on_event)
         reporter.start()
-    outcome = _invoke_parsed(step, [*paths.argv(), "--log-level", "none"], callbacks, reporter)
+    quiet = ["--log-level", "none", "--log-level-file", "debug"]  # console off (the reporter logs), dbt.log as usual
+    outcome = _invoke_parsed(step, [*paths.argv(), *quiet], callbacks, reporter)
     if reporter is None:
         return outcome
     return replace(outcome, reporting=tuple(reporter.close()))

@@ -217,7 +217,7 @@ class NodeReporter:
         m = self._manifest
         if m is None:
             return None
-        return m.nodes.get(unique_id) or m.sources.get(unique_id)
+        return m.nodes.get(unique_id) or m.sources.get(unique_id) or m.exposures.get(unique_id)
 
     def _upstream(self, unique_id: str, through_ephemeral: bool) -> Iterable[str]:
         node = self._node(unique_id)
