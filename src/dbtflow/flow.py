@@ -46,6 +46,11 @@ from dbtflow.summary import publish, summary_markdown
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 
 
+# The folder of the latest run in this process, for a caller (the CLI) whose flow call failed
+# after dbt finished, e.g. when the Prefect API went away before the final state was set.
+LATEST_RUN: list[Path | None] = [None]
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("DBTFLOW_RUNS_DIR") or Path.cwd() / ".dbtflow" / "runs")
 
@@ -108,6 +113,7 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         return Failed(message=f"invalid request: {exc}")
 
     store = RunStore(runs_root(), str(flow_run.id or "local"))
+    LATEST_RUN[0] = store.folder
     store.write_json("run.json", _run_record(request, None))
     outcome = RunOutcome(request.target)
     try:
@@ -125,9 +131,12 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
 
     store.write_json("run.json", _run_record(request, outcome))
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
-    publish(outcome, store.folder, key=_artifact_key(request))
+    if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
+        publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
     for failure in outcome.failures:
         logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
+    for warning in {w for step in outcome.steps for w in step.outcome.reporting}:
+        logger.warning("%s", warning)
     logger.info("%s; artifacts in %s", outcome.message, store.folder)
     if outcome.timed_out:
         return Failed(name="TimedOut", message=f"{outcome.message} (timeout_seconds={request.timeout_seconds})")

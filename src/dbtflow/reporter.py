@@ -13,21 +13,24 @@ Contract
   - asset materialization events for models, seeds and snapshots with the same keys as
     prefect-dbt (`<adapter>://<relation path>`, `format_resource_id`), upstream assets from
     the manifest, walking through ephemeral models (which are lineage, never task runs).
-  Task runs are created the way Prefect's own engine does it since 3.x: as task-run state
-  events, sent in batches over one websocket by Prefect's EventsWorker; no per-node API call.
-- Reporting never fails the run: every error is caught and counted, `close(timeout)` waits a
-  bounded time for Prefect's workers to flush, and returns the warnings to show.
+  Task runs are created the way Prefect's own engine does it since 3.x, as task-run state
+  events; events and log lines are sent in batches (`POST /events`, `POST /logs/`, one
+  request per batch of up to 500), never one API call per node.
+- Reporting never fails or stalls the run: every error is caught and counted; when the API is
+  unreachable, batches are kept and retried until `close(timeout)`, which waits at most that
+  long and then drops what is left with a warning that says how much.
 
 Pitfalls
-- `start` must be called inside the flow run's context (the thread runs in a copy of it), so
-  that events are related to the flow run and logs carry its id.
+- `start` must be called inside the flow run's context: it reads the flow run's related
+  resources (flow, deployment, work pool) once, as Prefect's own EventsWorker would.
+- dbt's lines also go to the console through the `prefect.dbt` logger (not sent to the API by
+  Prefect's logging config; the reporter sends them itself, with their task run ids).
 - dbt fires NodeStart/NodeFinished for skipped nodes too, and for exposures (`no-op`).
 - dbt's node timestamps are naive UTC strings.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import queue
 import re
@@ -36,12 +39,12 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import httpx
 from prefect.client.schemas.objects import State, TaskRun, TaskRunResult
-from prefect.events import emit_event
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed, Pending, Running
-from prefect.utilities.engine import emit_task_run_state_change_event
 from prefect_dbt.utilities import format_asset_name, format_resource_id
 
 NODE_EVENTS = frozenset({"NodeStart", "NodeFinished"})
@@ -49,10 +52,13 @@ LOG_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ER
 MATERIALIZED = frozenset({"model", "seed", "snapshot"})
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BATCH = 500
+FLUSH_SECONDS = 1.0
+RETRY_SECONDS = 2.0
 _STOP = object()
-# Prefect's logging config sends these two loggers (and only these) to the API.
-flow_logger = logging.getLogger("prefect.flow_runs")
-task_logger = logging.getLogger("prefect.task_runs")
+# What Prefect's own task-run events leave out of the task run payload (server-side fields).
+TASK_RUN_EXCLUDED = {"id", "created", "updated", "flow_run_id", "state_id", "state_type", "state_name", "state",
+                     "estimated_start_time_delta", "estimated_run_time"}  # fmt: skip
+console = logging.getLogger("prefect.dbt")
 
 
 class NodeReporter:
@@ -63,11 +69,16 @@ class NodeReporter:
         self.errors = 0
         self.last_error: str | None = None
         self.task_runs: dict[str, TaskRun] = {}
+        self.sent = {"events": 0, "logs": 0}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._outbox: dict[str, list[dict[str, Any]]] = {"events": [], "logs": []}
         self._manifest: Any = None
         self._adapter = "dbt"
         self._failed: set[str] = set()
+        self._related: list[dict[str, str]] = []
         self._thread: threading.Thread | None = None
+        self._deadline: float | None = None
+        self._http: httpx.Client | None = None
 
     # --- dbt's threads ------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
@@ -82,45 +93,87 @@ class NodeReporter:
         self._adapter = manifest.metadata.adapter_type or "dbt"
 
     def start(self) -> None:
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="dbtflow-reporter", daemon=True)
+        self._related = _run_context_related(self.flow_run_id, self.flow_run_name)
+        self._http = _api_client()
+        self._thread = threading.Thread(target=self._loop, name="dbtflow-reporter", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float = 30.0) -> list[str]:
-        """Stop after the queue is processed, flush Prefect's workers; bounded by `timeout` seconds."""
-        deadline = time.monotonic() + timeout
+        """Process what is queued, send it, and stop; waits at most `timeout` seconds."""
+        self._deadline = time.monotonic() + timeout
         self._queue.put(_STOP)
         if self._thread is not None:
-            self._thread.join(max(0.0, deadline - time.monotonic()))
+            self._thread.join(timeout + 1)
+        if self._http is not None:
+            self._http.close()
         warnings = []
-        if self._thread is not None and self._thread.is_alive():
+        left = {kind: len(items) for kind, items in self._outbox.items() if items}
+        if (self._thread is not None and self._thread.is_alive()) or left:
+            what = " and ".join(f"{n} {kind}" for kind, n in left.items()) or "some events"
             warnings.append(
-                f"reporting to Prefect did not finish within {timeout:.0f} s; some node states may be missing"
+                f"reporting to Prefect gave up after {timeout:.0f} s ({self.last_error or 'API unreachable'}): "
+                f"{what} not sent; the dbt run and its artifacts are unaffected"
             )
-        if not flush_prefect(max(1.0, deadline - time.monotonic())):
-            warnings.append("Prefect's API did not take every log line and event in time; the dbt run is unaffected")
-        if self.errors:
+        elif self.errors:
             warnings.append(f"{self.errors} reporting error(s), the last: {self.last_error}")
         return warnings
 
     # --- the reporter thread ------------------------------------------------------------
     def _loop(self) -> None:
+        next_flush = time.monotonic() + FLUSH_SECONDS
+        stopping = False
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            for event in batch:
-                if event is _STOP:
-                    return
-                try:
-                    self._handle(event)
-                except Exception as exc:  # observability never breaks the job
-                    self.errors += 1
-                    self.last_error = f"{type(exc).__name__}: {exc}"
+            if not stopping:
+                stopping = self._drain_queue(max(0.0, next_flush - time.monotonic()))
+            if stopping or time.monotonic() >= next_flush or self._pending() >= BATCH:
+                sent = self._flush()
+                next_flush = time.monotonic() + (FLUSH_SECONDS if sent else RETRY_SECONDS)
+            if stopping and (not self._pending() or time.monotonic() >= (self._deadline or 0)):
+                return
+            if stopping and self._pending():
+                time.sleep(min(RETRY_SECONDS, max(0.0, (self._deadline or 0) - time.monotonic())))
 
+    def _drain_queue(self, wait: float) -> bool:
+        """Handle queued dbt events for up to `wait` seconds; True once the stop marker is seen."""
+        try:
+            event = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return False
+        while True:
+            if event is _STOP:
+                return True
+            try:
+                self._handle(event)
+            except Exception as exc:  # observability never breaks the job
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            if self._pending() >= BATCH:
+                return False
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+
+    def _pending(self) -> int:
+        return len(self._outbox["events"]) + len(self._outbox["logs"])
+
+    def _flush(self) -> bool:
+        """Send what is pending, a batch per request; keep what could not be sent. True if all went."""
+        for kind, path in (("events", "/events"), ("logs", "/logs/")):
+            items = self._outbox[kind]
+            while items:
+                batch = items[:BATCH]
+                try:
+                    assert self._http is not None
+                    self._http.post(path, json=batch).raise_for_status()
+                except Exception as exc:
+                    self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    return False
+                del items[: len(batch)]
+                self.sent[kind] += len(batch)
+        return True
+
+    # --- dbt events -> Prefect ----------------------------------------------------------
     def _handle(self, event: Any) -> None:
         name = event.info.name
         node_info = getattr(event.data, "node_info", None)
@@ -136,9 +189,7 @@ class NodeReporter:
         if node_info.materialized == "ephemeral":  # compiled into its children: lineage, not a task run
             return
         started = _timestamp(node_info.node_started_at)
-        parents = [
-            self.task_runs[p].id for p in self._upstream(unique_id, through_ephemeral=True) if p in self.task_runs
-        ]
+        parents = [self.task_runs[p].id for p in self._upstream(unique_id) if p in self.task_runs]
         pending: State = Pending(timestamp=started)
         task_run = TaskRun(
             name=f"{node_info.resource_type} {node_info.node_name}",
@@ -150,9 +201,8 @@ class NodeReporter:
             expected_start_time=started,
             state=pending,
         )
-        pending.state_details.task_run_id = task_run.id
-        pending.state_details.flow_run_id = self.flow_run_id
         self.task_runs[unique_id] = task_run
+        self._set_state(task_run, pending, initial=False)
         self._set_state(task_run, Running(timestamp=started + timedelta(microseconds=1)))
 
     def _node_finished(self, unique_id: str, node_info: Any, run_result: Any) -> None:
@@ -177,10 +227,11 @@ class NodeReporter:
             state = Completed(timestamp=finished, message=message)
         self._set_state(task_run, state)
         if node_info.resource_type in MATERIALIZED and status in ("success", "error"):
-            self._emit_asset(unique_id, task_run, succeeded=status == "success")
+            self._asset_events(unique_id, task_run, succeeded=status == "success")
 
-    def _set_state(self, task_run: TaskRun, state: State) -> None:
-        previous = task_run.state
+    def _set_state(self, task_run: TaskRun, state: State, initial: bool = True) -> None:
+        """Record a state change the way Prefect's task engine does: a `prefect.task-run.<state>` event."""
+        previous = task_run.state if initial is True else None
         state.state_details.task_run_id = task_run.id
         state.state_details.flow_run_id = self.flow_run_id
         timestamp: Any = state.timestamp
@@ -193,24 +244,62 @@ class NodeReporter:
                 task_run.total_run_time = timestamp - task_run.start_time
         task_run.state, task_run.state_id = state, state.id
         task_run.state_type, task_run.state_name = state.type, state.name
-        emit_task_run_state_change_event(task_run, previous, state)
+        details = {"exclude_none": True, "exclude_unset": True, "exclude": {"flow_run_id", "task_run_id"}}
+        self._outbox["events"].append(
+            {
+                "id": str(state.id),
+                "occurred": timestamp.isoformat(),
+                "event": f"prefect.task-run.{state.name}",
+                "resource": {
+                    "prefect.resource.id": f"prefect.task-run.{task_run.id}",
+                    "prefect.resource.name": task_run.name,
+                    "prefect.run-count": str(task_run.run_count),
+                    "prefect.state-message": state.message or "",
+                    "prefect.state-name": state.name or "",
+                    "prefect.state-timestamp": timestamp.isoformat(),
+                    "prefect.state-type": state.type.value,
+                    "prefect.orchestration": "client",
+                },
+                "related": [*self._related, *_tags(task_run.tags)],
+                "payload": {
+                    "intended": {"from": previous.type.value if previous else None, "to": state.type.value},
+                    "initial_state": {
+                        "type": previous.type.value,
+                        "name": previous.name,
+                        "message": previous.message,
+                        "state_details": previous.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
+                    }
+                    if previous
+                    else None,
+                    "validated_state": {
+                        "type": state.type.value,
+                        "name": state.name,
+                        "message": state.message,
+                        "state_details": state.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
+                        "data": None,
+                    },
+                    "task_run": task_run.model_dump(mode="json", exclude_none=True, exclude=TASK_RUN_EXCLUDED),
+                },
+            }
+        )
 
     def _log(self, event: Any, unique_id: str | None) -> None:
         task_run = self.task_runs.get(unique_id) if unique_id else None
-        extra: dict[str, Any] = {
-            "flow_run_id": str(self.flow_run_id),
-            "flow_run_name": self.flow_run_name,
-            "send_to_api": True,
-        }
-        logger = flow_logger
-        if task_run is not None:
-            extra.update(task_run_id=str(task_run.id), task_run_name=task_run.name)
-            logger = task_logger
         message = ANSI.sub("", event.info.msg)
-        record = logger.makeRecord(logger.name, LOG_LEVELS[event.info.level], "dbt", 0, message, (), None, extra=extra)
-        ts = event.info.ts.ToDatetime(tzinfo=UTC).timestamp() if event.info.HasField("ts") else time.time()
-        record.created, record.msecs = ts, (ts % 1) * 1000
-        logger.handle(record)
+        level = LOG_LEVELS[event.info.level]
+        ts = event.info.ts.ToDatetime(tzinfo=UTC) if event.info.HasField("ts") else datetime.now(UTC)
+        self._outbox["logs"].append(
+            {
+                "name": "prefect.task_runs" if task_run else "prefect.flow_runs",
+                "level": level,
+                "message": message,
+                "timestamp": ts.isoformat(),
+                "flow_run_id": str(self.flow_run_id),
+                "task_run_id": str(task_run.id) if task_run else None,
+            }
+        )
+        if console.isEnabledFor(level):
+            console.log(level, "%s%s", f"{task_run.name}: " if task_run else "", message)
 
     # --- lineage ------------------------------------------------------------------------
     def _node(self, unique_id: str) -> Any:
@@ -219,24 +308,26 @@ class NodeReporter:
             return None
         return m.nodes.get(unique_id) or m.sources.get(unique_id) or m.exposures.get(unique_id)
 
-    def _upstream(self, unique_id: str, through_ephemeral: bool) -> Iterable[str]:
-        node = self._node(unique_id)
+    def _parents(self, unique_id: str) -> list[str]:
+        return list(getattr(getattr(self._node(unique_id), "depends_on", None), "nodes", None) or [])
+
+    def _upstream(self, unique_id: str) -> Iterable[str]:
+        """Direct upstream nodes, looking through ephemeral models to what they select from."""
         seen: set[str] = set()
-        stack = list(getattr(getattr(node, "depends_on", None), "nodes", []) or [])
+        stack = self._parents(unique_id)
         while stack:
             uid = stack.pop()
             if uid in seen:
                 continue
             seen.add(uid)
-            parent = self._node(uid)
-            if through_ephemeral and parent is not None and _is_ephemeral(parent):
-                stack.extend(parent.depends_on.nodes)
+            if _is_ephemeral(self._node(uid)):
+                stack.extend(self._parents(uid))
             else:
                 yield uid
 
     def _skip_causes(self, unique_id: str) -> list[str]:
         causes, seen = [], set()
-        stack = list(self._upstream(unique_id, through_ephemeral=True))
+        stack = list(self._upstream(unique_id))
         while stack:
             uid = stack.pop()
             if uid in seen:
@@ -245,41 +336,34 @@ class NodeReporter:
             if uid in self._failed:
                 causes.append(uid)
             else:
-                stack.extend(self._upstream(uid, through_ephemeral=True))
+                stack.extend(self._upstream(uid))
         return sorted(causes)
 
-    def _emit_asset(self, unique_id: str, task_run: TaskRun, succeeded: bool) -> None:
+    def _asset_events(self, unique_id: str, task_run: TaskRun, succeeded: bool) -> None:
+        """prefect-dbt's asset events: upstream `referenced`, then this node's materialization."""
         node = self._node(unique_id)
         if node is None or not node.relation_name:
             return
-        upstream = [self._node(u) for u in self._upstream(unique_id, through_ephemeral=True)]
-        upstream_resources = [self._asset_resource(u) for u in upstream if u is not None and u.relation_name]
-        for resource in upstream_resources:
-            emit_event(event="prefect.asset.referenced", resource=resource, related=[])
-        ephemeral = [u for u in self._node_parents(unique_id) if _is_ephemeral(self._node(u))]
-        emit_event(
-            event=f"prefect.asset.materialization.{'succeeded' if succeeded else 'failed'}",
-            resource=self._asset_resource(node),
-            related=[
-                *(
-                    {"prefect.resource.id": r["prefect.resource.id"], "prefect.resource.role": "asset"}
-                    for r in upstream_resources
-                ),
-                {"prefect.resource.id": "dbt", "prefect.resource.role": "asset-materialized-by"},
-                {
-                    "prefect.resource.id": f"prefect.task-run.{task_run.id}",
-                    "prefect.resource.role": "task-run",
-                    "prefect.resource.name": task_run.name,
-                },
-            ],
-            payload={"dbt": {"unique_id": unique_id, "via_ephemeral": ephemeral}} if ephemeral else None,
-        )
+        now = datetime.now(UTC).isoformat()
+        upstream = [self._asset(u) for u in map(self._node, self._upstream(unique_id)) if u and u.relation_name]
+        for resource in upstream:
+            self._outbox["events"].append(_event("prefect.asset.referenced", now, resource, []))
+        ephemeral = [u for u in self._parents(unique_id) if _is_ephemeral(self._node(u))]
+        related = [
+            {"prefect.resource.id": r["prefect.resource.id"], "prefect.resource.role": "asset"} for r in upstream
+        ]
+        related += [
+            {"prefect.resource.id": "dbt", "prefect.resource.role": "asset-materialized-by"},
+            {"prefect.resource.id": f"prefect.task-run.{task_run.id}", "prefect.resource.role": "task-run",
+             "prefect.resource.name": task_run.name},
+            *self._related,
+        ]  # fmt: skip
+        outcome = "succeeded" if succeeded else "failed"
+        payload = {"dbt": {"unique_id": unique_id, "via_ephemeral": ephemeral}} if ephemeral else None
+        event = _event(f"prefect.asset.materialization.{outcome}", now, self._asset(node), related, payload)
+        self._outbox["events"].append(event)
 
-    def _node_parents(self, unique_id: str) -> list[str]:
-        node = self._node(unique_id)
-        return list(getattr(getattr(node, "depends_on", None), "nodes", []) or [])
-
-    def _asset_resource(self, node: Any) -> dict[str, str]:
+    def _asset(self, node: Any) -> dict[str, str]:
         resource = {
             "prefect.resource.id": format_resource_id(self._adapter, node.relation_name),
             "prefect.resource.name": format_asset_name(node.relation_name),
@@ -287,6 +371,45 @@ class NodeReporter:
         if getattr(node, "description", None):
             resource["prefect.asset.description"] = node.description[:5000]
         return resource
+
+
+def _event(
+    name: str, occurred: str, resource: dict[str, str], related: list[dict[str, str]], payload: Any = None
+) -> dict[str, Any]:
+    return {"id": str(uuid4()), "occurred": occurred, "event": name, "resource": resource, "related": related,
+            "payload": payload or {}}  # fmt: skip
+
+
+def _tags(tags: Iterable[str]) -> list[dict[str, str]]:
+    return [{"prefect.resource.id": f"prefect.tag.{t}", "prefect.resource.role": "tag"} for t in sorted(tags)]
+
+
+def _run_context_related(flow_run_id: UUID, flow_run_name: str) -> list[dict[str, str]]:
+    """The flow run, flow, deployment... resources Prefect relates run events to (read once)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.related import related_resources_from_run_context
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def read() -> list[dict[str, str]]:
+        async with get_client() as client:
+            return [dict(r) for r in await related_resources_from_run_context(client)]
+
+    related: list[dict[str, str]]
+    try:
+        related = run_coro_as_sync(read()) or []
+    except Exception:
+        related = []
+    if not any(r.get("prefect.resource.role") == "flow-run" for r in related):
+        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run_id}", "prefect.resource.role": "flow-run",
+                        "prefect.resource.name": flow_run_name})  # fmt: skip
+    return related
+
+
+def _api_client() -> httpx.Client:
+    """An httpx client for the configured Prefect API (server or Cloud), without retries of its own."""
+    api = get_current_settings().api
+    headers = {"Authorization": f"Bearer {api.key.get_secret_value()}"} if api.key else {}
+    return httpx.Client(base_url=str(api.url).rstrip("/") + "/", headers=headers, timeout=10.0)
 
 
 def _is_ephemeral(node: Any) -> bool:
@@ -298,24 +421,3 @@ def _timestamp(value: str | None) -> Any:  # a datetime; Prefect's own DateTime 
         return datetime.now(UTC)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def flush_prefect(timeout: float) -> bool:
-    """Flush Prefect's event and log workers, waiting at most `timeout` seconds in all."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    done = threading.Event()
-
-    def drain() -> None:
-        try:
-            EventsWorker.drain_all(timeout=timeout)
-            APILogWorker.drain_all(timeout=timeout)
-        except Exception:
-            return
-        done.set()
-
-    worker = threading.Thread(target=drain, name="dbtflow-flush", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return done.is_set()
