@@ -199,3 +199,12 @@ def test_cli_runs_any_project_and_prints_the_summary(tenant: Path, tmp_path: Pat
     )
     assert result.exit_code == 0, result.output
     assert "artifacts:" in result.stdout and "Completed" in result.stdout
+
+
+def test_timeout_ends_the_run_timed_out(tenant: Path):
+    state = run(tenant, target="local", timeout_seconds=2)
+
+    assert state.is_failed() and state.name == "TimedOut"
+    assert "timed out" in state.message and "timeout_seconds=2" in state.message
+    record = json.loads((run_folder(state) / "run.json").read_text())
+    assert record["status"] == "timed_out"
