@@ -37,15 +37,15 @@ import re
 import threading
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
 from prefect.client.schemas.objects import State, TaskRun, TaskRunResult
 from prefect.settings import get_current_settings
-from prefect.states import Cancelled, Completed, Failed, Pending, Running
-from prefect_dbt.utilities import format_asset_name, format_resource_id
+from prefect.states import Cancelled, Completed, Failed, Running
+from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
 
 NODE_EVENTS = frozenset({"NodeStart", "NodeFinished"})
 LOG_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -75,6 +75,7 @@ class NodeReporter:
         self._manifest: Any = None
         self._adapter = "dbt"
         self._failed: set[str] = set()
+        self._unsent_running: dict[UUID, dict[str, Any]] = {}
         self._related: list[dict[str, str]] = []
         self._thread: threading.Thread | None = None
         self._deadline: float | None = None
@@ -159,6 +160,8 @@ class NodeReporter:
 
     def _flush(self) -> bool:
         """Send what is pending, a batch per request; keep what could not be sent. True if all went."""
+        self._outbox["events"] = [e for e in self._outbox["events"] if e["event"] is not None]
+        self._unsent_running.clear()  # from here on they are sent (or kept for a retry): final states follow
         for kind, path in (("events", "/events"), ("logs", "/logs/")):
             items = self._outbox[kind]
             while items:
@@ -190,7 +193,6 @@ class NodeReporter:
             return
         started = _timestamp(node_info.node_started_at)
         parents = [self.task_runs[p].id for p in self._upstream(unique_id) if p in self.task_runs]
-        pending: State = Pending(timestamp=started)
         task_run = TaskRun(
             name=f"{node_info.resource_type} {node_info.node_name}",
             flow_run_id=self.flow_run_id,
@@ -199,11 +201,9 @@ class NodeReporter:
             tags=["dbt", f"dbt:{node_info.resource_type}"],
             task_inputs={"__parents__": [TaskRunResult(id=p) for p in parents]} if parents else {},
             expected_start_time=started,
-            state=pending,
         )
         self.task_runs[unique_id] = task_run
-        self._set_state(task_run, pending, initial=False)
-        self._set_state(task_run, Running(timestamp=started + timedelta(microseconds=1)))
+        self._set_state(task_run, Running(timestamp=started))
 
     def _node_finished(self, unique_id: str, node_info: Any, run_result: Any) -> None:
         task_run = self.task_runs.get(unique_id)
@@ -229,9 +229,17 @@ class NodeReporter:
         if node_info.resource_type in MATERIALIZED and status in ("success", "error"):
             self._asset_events(unique_id, task_run, succeeded=status == "success")
 
-    def _set_state(self, task_run: TaskRun, state: State, initial: bool = True) -> None:
-        """Record a state change the way Prefect's task engine does: a `prefect.task-run.<state>` event."""
-        previous = task_run.state if initial is True else None
+    def _set_state(self, task_run: TaskRun, state: State) -> None:
+        """Record a state change the way Prefect's task engine does: a `prefect.task-run.<state>` event.
+
+        A node that finishes before its Running event was sent replaces that event: the final
+        one carries the start time too, so the server records one event per short node.
+        """
+        previous = task_run.state
+        unsent = self._unsent_running.pop(task_run.id, None)
+        if unsent is not None and state.is_final():
+            unsent["event"] = None  # dropped from the outbox at the next flush
+            previous = None
         state.state_details.task_run_id = task_run.id
         state.state_details.flow_run_id = self.flow_run_id
         timestamp: Any = state.timestamp
@@ -245,43 +253,44 @@ class NodeReporter:
         task_run.state, task_run.state_id = state, state.id
         task_run.state_type, task_run.state_name = state.type, state.name
         details = {"exclude_none": True, "exclude_unset": True, "exclude": {"flow_run_id", "task_run_id"}}
-        self._outbox["events"].append(
-            {
-                "id": str(state.id),
-                "occurred": timestamp.isoformat(),
-                "event": f"prefect.task-run.{state.name}",
-                "resource": {
-                    "prefect.resource.id": f"prefect.task-run.{task_run.id}",
-                    "prefect.resource.name": task_run.name,
-                    "prefect.run-count": str(task_run.run_count),
-                    "prefect.state-message": state.message or "",
-                    "prefect.state-name": state.name or "",
-                    "prefect.state-timestamp": timestamp.isoformat(),
-                    "prefect.state-type": state.type.value,
-                    "prefect.orchestration": "client",
+        event = {
+            "id": str(state.id),
+            "occurred": timestamp.isoformat(),
+            "event": f"prefect.task-run.{state.name}",
+            "resource": {
+                "prefect.resource.id": f"prefect.task-run.{task_run.id}",
+                "prefect.resource.name": task_run.name,
+                "prefect.run-count": str(task_run.run_count),
+                "prefect.state-message": state.message or "",
+                "prefect.state-name": state.name or "",
+                "prefect.state-timestamp": timestamp.isoformat(),
+                "prefect.state-type": state.type.value,
+                "prefect.orchestration": "client",
+            },
+            "related": [*self._related, *_tags(task_run.tags)],
+            "payload": {
+                "intended": {"from": previous.type.value if previous else None, "to": state.type.value},
+                "initial_state": {
+                    "type": previous.type.value,
+                    "name": previous.name,
+                    "message": previous.message,
+                    "state_details": previous.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
+                }
+                if previous
+                else None,
+                "validated_state": {
+                    "type": state.type.value,
+                    "name": state.name,
+                    "message": state.message,
+                    "state_details": state.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
+                    "data": None,
                 },
-                "related": [*self._related, *_tags(task_run.tags)],
-                "payload": {
-                    "intended": {"from": previous.type.value if previous else None, "to": state.type.value},
-                    "initial_state": {
-                        "type": previous.type.value,
-                        "name": previous.name,
-                        "message": previous.message,
-                        "state_details": previous.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
-                    }
-                    if previous
-                    else None,
-                    "validated_state": {
-                        "type": state.type.value,
-                        "name": state.name,
-                        "message": state.message,
-                        "state_details": state.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
-                        "data": None,
-                    },
-                    "task_run": task_run.model_dump(mode="json", exclude_none=True, exclude=TASK_RUN_EXCLUDED),
-                },
-            }
-        )
+                "task_run": task_run.model_dump(mode="json", exclude_none=True, exclude=TASK_RUN_EXCLUDED),
+            },
+        }
+        self._outbox["events"].append(event)
+        if state.is_running():
+            self._unsent_running[task_run.id] = event
 
     def _log(self, event: Any, unique_id: str | None) -> None:
         task_run = self.task_runs.get(unique_id) if unique_id else None
@@ -345,9 +354,11 @@ class NodeReporter:
         if node is None or not node.relation_name:
             return
         now = datetime.now(UTC).isoformat()
-        upstream = [self._asset(u) for u in map(self._node, self._upstream(unique_id)) if u and u.relation_name]
-        for resource in upstream:
-            self._outbox["events"].append(_event("prefect.asset.referenced", now, resource, []))
+        parents = [u for u in self._upstream(unique_id) if (n := self._node(u)) is not None and n.relation_name]
+        upstream = [self._asset(self._node(u)) for u in parents]
+        for uid, resource in zip(parents, upstream, strict=True):
+            if uid not in self.task_runs:  # sources and nodes this run did not build: no event of their own
+                self._outbox["events"].append(_event("prefect.asset.referenced", now, resource, []))
         ephemeral = [u for u in self._parents(unique_id) if _is_ephemeral(self._node(u))]
         related = [
             {"prefect.resource.id": r["prefect.resource.id"], "prefect.resource.role": "asset"} for r in upstream
@@ -365,12 +376,20 @@ class NodeReporter:
 
     def _asset(self, node: Any) -> dict[str, str]:
         resource = {
-            "prefect.resource.id": format_resource_id(self._adapter, node.relation_name),
-            "prefect.resource.name": format_asset_name(node.relation_name),
+            "prefect.resource.id": asset_key(self._adapter, node.relation_name),
+            "prefect.resource.name": node.relation_name.replace('"', "").replace("`", ""),
         }
         if getattr(node, "description", None):
             resource["prefect.asset.description"] = node.description[:5000]
         return resource
+
+
+def asset_key(adapter_type: str, relation_name: str) -> str:
+    """prefect-dbt's asset key for a relation (`format_resource_id`), without importing prefect-dbt (~1.7 s)."""
+    path = relation_name.replace('"', "").replace(".", "/")
+    for char in RESTRICTED_ASSET_CHARACTERS:
+        path = path.replace(char, "")
+    return f"{adapter_type}://{path}"[:MAX_ASSET_KEY_LENGTH]
 
 
 def _event(
