@@ -96,7 +96,7 @@ def run(
 
     flow = dbt_flow(project.project_dir, name=f"dbtflow-{project.name}", profiles_dir=project.profiles_dir)
     with _NodeProgress() as progress:
-        token = event_listeners.set((progress.on_event,))
+        token = event_listeners.set((progress.on_event,) if progress.enabled else ())
         try:
             final: State | None = cast(State, flow(**params, return_state=True))
         except Exception as exc:  # Prefect's engine could not report (API gone): dbt's outcome still counts
@@ -138,6 +138,10 @@ class _NodeProgress:
         )
         self._task = self._progress.add_task("starting", total=None)
         self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return not self._progress.disable
 
     def __enter__(self) -> _NodeProgress:
         self._progress.start()
