@@ -434,10 +434,15 @@ def _run_context_related(flow_run_id: UUID, flow_run_name: str) -> list[dict[str
 
 
 def _api_client() -> httpx.Client:
-    """An httpx client for the configured Prefect API (server or Cloud), without retries of its own."""
-    api = get_current_settings().api
-    headers = {"Authorization": f"Bearer {api.key.get_secret_value()}"} if api.key else {}
-    return httpx.Client(base_url=str(api.url).rstrip("/") + "/", headers=headers, timeout=10.0)
+    """An httpx client for the Prefect API this run reports to (a server, Cloud, or the ephemeral
+    API whose URL only Prefect's own client knows), without retries of its own."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url)
+    key = get_current_settings().api.key
+    headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+    return httpx.Client(base_url=url.rstrip("/") + "/", headers=headers, timeout=10.0)
 
 
 def _is_ephemeral(node: Any) -> bool:

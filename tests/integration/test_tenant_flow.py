@@ -208,3 +208,20 @@ def test_timeout_ends_the_run_timed_out(tenant: Path):
     assert "timed out" in state.message and "timeout_seconds=2" in state.message
     record = json.loads((run_folder(state) / "run.json").read_text())
     assert record["status"] == "timed_out"
+
+
+def test_make_run_path_on_the_ephemeral_api_reports_without_warnings(tenant: Path, tmp_path: Path):
+    """`make run`'s path: no PREFECT_API_URL, so Prefect starts its ephemeral API; the reporter must find it."""
+    import subprocess
+
+    from tests.conftest import BIN
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    cmd = [str(BIN / "dbtflow"), "run", "--project-dir", str(tenant), "--target", "local", "--select", "brands"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Starting temporary server" in output
+    assert "gave up" not in output and "could not" not in output, output[-3000:]
+    assert "completed: dbt on local: 1 success" in output
