@@ -7,11 +7,12 @@ Contract
   - per executed node, a task run named `<resource_type> <name>` whose states carry dbt's own
     start and end times: Completed (success/pass), Completed named `Warning` (warn), Failed
     with dbt's message (error/fail), Cancelled named `Skipped` with the upstream failure that
-    caused the skip (skipped); its `__parents__` link the upstream nodes' task runs;
-  - the node's dbt log lines on its task run, other dbt lines on the flow run, both through
-    Prefect's batching log worker, so they arrive while dbt runs;
+    caused the skip (skipped); its `__parents__` link the upstream nodes' task runs; a node
+    that finishes within the flush window sends only its final state (which carries the start);
+  - the node's dbt log lines on its task run, other dbt lines on the flow run, sent every
+    second, so they arrive while dbt runs;
   - asset materialization events for models, seeds and snapshots with the same keys as
-    prefect-dbt (`<adapter>://<relation path>`, `format_resource_id`), upstream assets from
+    prefect-dbt (`<adapter>://<relation path>`, see `asset_key`), upstream assets from
     the manifest, walking through ephemeral models (which are lineage, never task runs).
   Task runs are created the way Prefect's own engine does it since 3.x, as task-run state
   events; events and log lines are sent in batches (`POST /events`, `POST /logs/`, one
