@@ -131,10 +131,10 @@ def write_project(folder: Path, models: int) -> None:
             previous = names[(layer - 1) * LAYER_WIDTH : layer * LAYER_WIDTH]
             parents = rng.sample(previous, k=min(len(previous), rng.choice((1, 2))))
             if len(parents) == 1:
-                sql = f"select id, category, amount + {i} as amount from {{{{ ref('{parents[0]}') }}}}"
-            else:
+                sql = f"select id, category, (amount + {i}) % 1000003 as amount from {{{{ ref('{parents[0]}') }}}}"
+            else:  # amounts stay bounded (modulo) so deep DAGs (N=1000) never overflow
                 sql = (
-                    "select a.id, a.category, a.amount + b.amount as amount\n"
+                    "select a.id, a.category, (a.amount + b.amount) % 1000003 as amount\n"
                     f"from {{{{ ref('{parents[0]}') }}}} as a\n"
                     f"join {{{{ ref('{parents[1]}') }}}} as b on a.id = b.id"
                 )

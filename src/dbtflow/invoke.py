@@ -99,10 +99,11 @@ def _run_fast(step: Step, paths: StepPaths, index: int) -> StepOutcome:
         callbacks.append(reporter.on_event)
         reporter.start()
     quiet = ["--log-level", "none", "--log-level-file", "debug"]  # console off (the reporter logs), dbt.log as usual
-    outcome = _invoke_parsed(step, [*paths.argv(), *quiet], callbacks, reporter)
-    if reporter is None:
-        return outcome
-    return replace(outcome, reporting=tuple(reporter.close()))
+    try:
+        outcome = _invoke_parsed(step, [*paths.argv(), *quiet], callbacks, reporter)
+    finally:
+        warnings = tuple(reporter.close()) if reporter is not None else ()
+    return replace(outcome, reporting=warnings)
 
 
 def _invoke_parsed(step: Step, common: list[str], callbacks: list[EventListener], reporter: Any) -> StepOutcome:
