@@ -141,7 +141,13 @@ def test_node_logs_are_on_their_task_runs_while_dbt_runs(broken_run):
 
 def test_asset_events_use_prefect_dbt_keys_with_lineage(broken_run):
     manifest = broken_run["manifest"]
-    events = settled(lambda: _asset_events(broken_run["id"]), expected=1, timeout=30)
+    materialized = [
+        r for r in broken_run["results"]
+        if r["unique_id"].split(".")[0] in ("model", "seed", "snapshot") and r["status"] in ("success", "error")
+        and manifest["nodes"][r["unique_id"]].get("relation_name")
+    ]  # fmt: skip
+    # the server persists events asynchronously: wait for every materialization event
+    events = settled(lambda: _asset_events(broken_run["id"]), expected=len(materialized), timeout=60)
     by_key: dict[str, list[dict[str, Any]]] = {}
     for event in events:
         by_key.setdefault(event["resource"]["prefect.resource.id"], []).append(event)
@@ -216,7 +222,12 @@ def test_prefect_dbt_engine_is_a_working_fallback(tenant: Path):
     )
     assert state.is_completed(), state.message
     flow_run_id = str(state.state_details.flow_run_id)
-    task_runs = settled(lambda: api("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}}), 2)
+    folder = runs_root() / flow_run_id
+    executed = json.loads((folder / "01-build" / "run_results.json").read_text())["results"]
+    # the server records task runs from events, asynchronously: wait for all of them
+    task_runs = settled(
+        lambda: read_all("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}}), len(executed)
+    )
     assert any(t["name"] == "model stg_markets" for t in task_runs)
 
 
