@@ -10,14 +10,14 @@ BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint requirements bench clean
+.PHONY: install run test lint requirements bench clean deploy-local stop-local
 
 install: $(SYNCED)
 
 $(SYNCED): uv.lock pyproject.toml
 	@test -x $(BIN)/python || python3 -m venv $(VENV)
 	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv sync --frozen --quiet
+	$(BIN)/uv sync --frozen --quiet --compile-bytecode
 	@touch $(SYNCED)
 
 run: install
@@ -40,3 +40,10 @@ bench: install
 
 clean:
 	rm -rf .dbtflow tenants/*/target tenants/*/logs
+
+# A Prefect server, a process work pool + worker and the deployment dbt_wg, on loopback (PIDs in .prefect-local/)
+deploy-local: install
+	scripts/local-stack.sh start
+
+stop-local:
+	scripts/local-stack.sh stop

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow.cli_deploy import deploy, schedules_app
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
@@ -31,6 +32,8 @@ from dbtflow.request import build_request
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
 err = Console(stderr=True)
 out = Console()
+app.add_typer(schedules_app, name="schedules")
+app.command("deploy")(deploy)
 
 
 @app.callback()
@@ -58,6 +61,7 @@ def run(
     timeout_seconds: Annotated[int | None, typer.Option(help="Stop the run after N seconds.")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")] = False,
     engine: Annotated[str, typer.Option(help="fast (default) or prefect-dbt.")] = "fast",
+    on_overlap: Annotated[str, typer.Option(help="When the target is busy: wait (default) or cancel.")] = "wait",
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
     try:
@@ -79,6 +83,7 @@ def run(
             timeout_seconds=timeout_seconds,
             fail_fast=fail_fast,
             engine=engine,
+            on_overlap=on_overlap,
         )
         build_request(project, **params)
     except UserError as exc:

@@ -9,18 +9,26 @@ Contract
   failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
   in the run's folder, publishes the summary artifact, and ends Completed, or Failed with a
   message naming the failing nodes, or TimedOut.
+- Two runs of one target never run dbt at the same time: each holds the target's slot, a
+  Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
+  it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
+  Runs of different targets (dev, prod) run side by side.
 
 Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
   partial-parse state or run_results, and `dbt retry` finds the previous results.
 - Artifacts left in the target path by an earlier run are removed before each step, so a
   step that dies before writing run_results is never credited with an old one.
+- The slot is held through a lease that Prefect renews while the run's process lives: a
+  crashed run's slot frees itself within LEASE_SECONDS. The wait for the slot and dbt's own
+  run each get `timeout_seconds`.
 - On timeout the warehouse connections are cancelled through the adapter and no further step
   starts; the dbt thread is a daemon and ends with its in-flight node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 import os
@@ -29,10 +37,13 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import Flow, flow, get_run_logger
+from prefect import Flow, flow, get_client, get_run_logger
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
 from dbtflow.errors import UserError
@@ -43,6 +54,7 @@ from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
 from dbtflow.summary import publish, summary_markdown
 
+LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 
 
@@ -76,6 +88,7 @@ def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | N
         timeout_seconds: int | None = None,
         fail_fast: bool = False,
         engine: Literal["fast", "prefect-dbt"] = "fast",
+        on_overlap: Literal["wait", "cancel"] = "wait",
     ) -> State:
         """Run dbt Core for this project.
 
@@ -97,6 +110,7 @@ def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | N
             fail_fast: Stop a step at its first failing node.
             engine: `fast` reports every dbt node to Prefect at the speed of plain dbt;
                 `prefect-dbt` uses prefect-dbt's PrefectDbtRunner as it is.
+            on_overlap: When another run of this target is running: `wait` for it, or `cancel` this run.
         """
         parameters = {name: value for name, value in locals().items() if name in PARAMETERS}
         return execute(project_dir, profiles_dir, parameters)
@@ -112,6 +126,29 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         logger.error("invalid request: %s", exc)
         return Failed(message=f"invalid request: {exc}")
 
+    name = slot_name(request)
+    _ensure_limit(name)
+    cancel = request.on_overlap == "cancel"
+    held = False
+    try:
+        wait = 1.0 if cancel else request.timeout_seconds
+        with concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=LEASE_SECONDS, strict=True):
+            held = True
+            return _execute(request)
+    except TimeoutError:
+        if held:
+            raise
+        if cancel:
+            message = f"another run of {request.target} holds the slot {name!r} and on_overlap is 'cancel'"
+            logger.warning("%s", message)
+            return Cancelled(message=message)
+        message = f"timed out after {request.timeout_seconds} s waiting for another run of {request.target}"
+        logger.error("%s", message)
+        return Failed(name="TimedOut", message=message)
+
+
+def _execute(request: RunRequest) -> State:
+    logger = get_run_logger()
     store = RunStore(runs_root(), str(flow_run.id or "local"))
     LATEST_RUN[0] = store.folder
     store.write_json("run.json", _run_record(request, None))
@@ -141,6 +178,20 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
     if outcome.timed_out:
         return Failed(name="TimedOut", message=f"{outcome.message} (timeout_seconds={request.timeout_seconds})")
     return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
+
+
+def slot_name(request: RunRequest) -> str:
+    """The Prefect global concurrency limit (of 1) that keeps two runs of one target apart."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"dbt-{request.project.name}-{request.target}".lower()).strip("-")
+
+
+def _ensure_limit(name: str) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run of the target created it first
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
 
 
 def _target_path(request: RunRequest) -> Path:
@@ -214,4 +265,4 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
 
 
 def _artifact_key(request: RunRequest) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", f"dbt-{request.project.name}-{request.target}".lower()).strip("-")
+    return slot_name(request)

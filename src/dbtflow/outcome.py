@@ -16,7 +16,8 @@ Pitfalls
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 
 from dbtflow.artifacts import NodeResult, StepArtifacts
@@ -40,22 +41,9 @@ class StepReport:
         return not self.outcome.success
 
     def skipped_because(self, result: NodeResult) -> list[str]:
-        """The failed ancestors of a skipped node (nearest first), from the manifest's parent map."""
+        """The failed ancestors of a skipped node, from the manifest's parent map."""
         failed = {r.unique_id for r in self.artifacts.results if r.failed}
-        causes: list[str] = []
-        seen: set[str] = set()
-        queue = deque(self.artifacts.parent_map.get(result.unique_id, []))
-        while queue:
-            uid = queue.popleft()
-            if uid in seen:
-                continue
-            seen.add(uid)
-            if uid in failed:
-                causes.append(uid)
-            else:
-                queue.extend(self.artifacts.parent_map.get(uid, []))
-        # a test's skip comes from the node it tests failing
-        return causes
+        return failed_ancestors(result.unique_id, lambda uid: self.artifacts.parent_map.get(uid, []), failed)
 
 
 @dataclass
@@ -82,14 +70,12 @@ class RunOutcome:
 
     @property
     def warnings(self) -> list[NodeResult]:
-        return [r for r in self.results if r.status == "warn" or (r.failed and not self._fatal(r))]
+        nonfatal = [r for s in self.steps if not s.outcome.step.fatal for r in s.artifacts.results if r.failed]
+        return [r for r in self.results if r.status == "warn"] + nonfatal
 
     @property
     def skipped(self) -> list[NodeResult]:
         return [r for r in self.results if r.status == "skipped"]
-
-    def _fatal(self, result: NodeResult) -> bool:
-        return any(result in s.artifacts.results and s.outcome.step.fatal for s in self.steps)
 
     def counts(self) -> Counter[tuple[str, str]]:
         """(resource_type, status) -> number of nodes, over every step."""
@@ -111,6 +97,23 @@ class RunOutcome:
         text = "; ".join(reasons[:MAX_IN_MESSAGE]) + (f"; and {more} more" if more > 0 else "")
         skipped = f" ({len(self.skipped)} skipped)" if self.skipped else ""
         return f"dbt on {self.target} failed{skipped}: {text}"
+
+
+def failed_ancestors(unique_id: str, parents: Callable[[str], Iterable[str]], failed: Container[str]) -> list[str]:
+    """The nearest failed ancestors of a node: a walk up `parents` that stops at each failed node."""
+    causes: set[str] = set()
+    seen: set[str] = set()
+    stack = list(parents(unique_id))
+    while stack:
+        uid = stack.pop()
+        if uid in seen:
+            continue
+        seen.add(uid)
+        if uid in failed:
+            causes.add(uid)
+        else:
+            stack.extend(parents(uid))
+    return sorted(causes)
 
 
 def _short(text: str | None, limit: int = 300) -> str:

@@ -49,6 +49,8 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed, Running
 from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
 
+from dbtflow.outcome import failed_ancestors
+
 NODE_EVENTS = frozenset({"NodeStart", "NodeFinished"})
 LOG_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 MATERIALIZED = frozenset({"model", "seed", "snapshot"})
@@ -228,7 +230,7 @@ class NodeReporter:
         elif status == "warn":
             state = Completed(timestamp=finished, name="Warning", message=message)
         elif status == "skipped":
-            causes = self._skip_causes(unique_id)
+            causes = failed_ancestors(unique_id, self._upstream, self._failed)
             because = ", ".join(causes) if causes else "an upstream failure"
             state = Cancelled(timestamp=finished, name="Skipped", message=f"skipped because of {because}")
         elif status == "no-op":
@@ -343,20 +345,6 @@ class NodeReporter:
                 stack.extend(self._parents(uid))
             else:
                 yield uid
-
-    def _skip_causes(self, unique_id: str) -> list[str]:
-        causes, seen = [], set()
-        stack = list(self._upstream(unique_id))
-        while stack:
-            uid = stack.pop()
-            if uid in seen:
-                continue
-            seen.add(uid)
-            if uid in self._failed:
-                causes.append(uid)
-            else:
-                stack.extend(self._upstream(uid))
-        return sorted(causes)
 
     def _asset_events(self, unique_id: str, task_run: TaskRun, succeeded: bool) -> None:
         """prefect-dbt's asset events: upstream `referenced`, then this node's materialization."""

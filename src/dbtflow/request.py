@@ -42,6 +42,7 @@ class InvalidRequest(UserError):
 
 MAX_THREADS = 64
 ENGINES = ("fast", "prefect-dbt")
+OVERLAP = ("wait", "cancel")  # what a run does when another run of its target holds the slot
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 # Option kinds: how the value(s) after an option are checked.
@@ -232,6 +233,7 @@ class RunRequest:
     timeout_seconds: int | None = None
     engine: str = "fast"
     parameters: dict[str, Any] = field(default_factory=dict)
+    on_overlap: str = "wait"
 
 
 def build_request(
@@ -253,6 +255,7 @@ def build_request(
     timeout_seconds: int | None = None,
     fail_fast: bool = False,
     engine: str = "fast",
+    on_overlap: str = "wait",
 ) -> RunRequest:
     """Validate every parameter and build the steps; raise InvalidRequest on the first problem."""
     parameters = {k: v for k, v in locals().items() if k != "project"}
@@ -279,6 +282,8 @@ def build_request(
     timeout = _timeout(timeout_seconds)
     if engine not in ENGINES:
         raise InvalidRequest(f"engine {engine!r} is unknown; use one of: {', '.join(ENGINES)}")
+    if on_overlap not in OVERLAP:
+        raise InvalidRequest(f"on_overlap {on_overlap!r} is unknown; use one of: {', '.join(OVERLAP)}")
 
     texts = _step_texts(command, steps)
     parsed = [_parse_step(project, f"steps[{i}]" if steps else "command", t) for i, t in enumerate(texts)]
@@ -292,7 +297,7 @@ def build_request(
         _assemble(project, target, cmd, opts, positionals, fatal, job_options)
         for cmd, opts, positionals, fatal in parsed
     ]
-    return RunRequest(project, target, built, timeout, engine, parameters)
+    return RunRequest(project, target, built, timeout, engine, parameters, on_overlap)
 
 
 def _check_target(project: Project, target: str) -> None:
