@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
@@ -31,6 +32,7 @@ from dbtflow.request import build_request
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
 err = Console(stderr=True)
 out = Console()
+app.add_typer(cloud_app, name="cloud")
 
 
 @app.callback()

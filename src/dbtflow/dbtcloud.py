@@ -112,7 +112,8 @@ def resolve_token(secret_block: str | None = None, env_var: str = TOKEN_ENV) -> 
         try:
             from prefect.blocks.system import Secret
 
-            value = Secret.load(secret_block).get()
+            block: Any = Secret.load(secret_block)
+            value = block.get()
         except Exception as exc:
             raise UserError(
                 f"cannot read the Prefect Secret block {secret_block!r} ({type(exc).__name__}): create it with "
@@ -415,7 +416,7 @@ class DbtCloudClient:
                     )
                 return retry_after
         base = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-        return base * (0.9 + 0.2 * random.random())
+        return float(base) * (0.9 + 0.2 * random.random())
 
     def _refusal(self, response: httpx.Response, method: str, what: str) -> DbtCloudError:
         code = response.status_code
@@ -455,7 +456,7 @@ class DbtCloudClient:
         return body
 
     def _paginate(self, tail: str, what: str, params: Mapping[str, Any], max_items: int | None) -> Iterator[Any]:
-        offset, seen = 0, set()
+        offset, seen = 0, set[Any]()
         query = {k: v for k, v in params.items() if v is not None}
         while max_items is None or len(seen) < max_items:
             limit = PAGE_SIZE if max_items is None else min(PAGE_SIZE, max_items - len(seen))

@@ -51,8 +51,8 @@ SPEC_PATH = REPO.parent / "shared" / "reference" / "dbt-cloud-openapi-v2.yaml"
 FIXTURES = HERE / "dbtcloud_fixtures.yaml"
 ARTIFACTS = HERE / "dbtcloud_artifacts"
 
-ADMIN_TOKEN = "dbtc_fake_admin_7Qp2xK9vR4mZ1sT8"  # noqa: S105 - a fake token for a fake server
-READ_TOKEN = "dbtc_fake_reader_3Hn6wB0yL5cJ2uF9"  # noqa: S105
+ADMIN_TOKEN = "dbtc_fake_admin_7Qp2xK9vR4mZ1sT8"
+READ_TOKEN = "dbtc_fake_reader_3Hn6wB0yL5cJ2uF9"
 JOB_UPDATE = r"^/api/v2/accounts/\d+/jobs/\d+/$"  # for fault paths (method POST)
 STATUS_NAMES = {1: "Queued", 2: "Starting", 3: "Running", 10: "Success", 20: "Error", 30: "Cancelled"}
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}
@@ -67,7 +67,7 @@ class Spec:
 
     def __init__(self, path: Path = SPEC_PATH) -> None:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        self.doc = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - safe loader
+        self.doc = yaml.load(path.read_text(), Loader=loader)
         self.schemas: dict[str, Any] = self.doc["components"]["schemas"]
 
     def resolve(self, schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,7 +145,9 @@ class Fault:
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (self.path is None or bool(re.search(self.path, path)))
+        return (self.method is None or self.method == method) and (
+            self.path is None or bool(re.search(self.path, path))
+        )
 
     def take(self) -> bool:
         self.seen += 1
@@ -249,7 +251,9 @@ class FakeDbtCloud:
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-dbt-cloud", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-dbt-cloud", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -279,7 +283,9 @@ class FakeDbtCloud:
             self.add_job(**_merge(defaults, job))
         for run in doc.get("runs", []):
             steps = [
-                FakeStep(s["command"], {p: ARTIFACTS / f for p, f in (s.get("artifacts") or {}).items()}, s.get("status", 10))
+                FakeStep(
+                    s["command"], {p: ARTIFACTS / f for p, f in (s.get("artifacts") or {}).items()}, s.get("status", 10)
+                )
                 for s in run.pop("steps")
             ]
             self.add_run(run.pop("job_definition_id"), steps, **run)
@@ -387,7 +393,9 @@ class FakeDbtCloud:
         run.update(fields)
         names = ["Clone git repository", "Create profile from connection Snowflake"] if setup_steps else []
         rows, moment = [], created + timedelta(seconds=5)
-        all_steps = [(n, 10, {}) for n in names] + [(f"Invoke dbt with `{s.command}`", s.status, s.artifacts) for s in steps]
+        all_steps = [(n, 10, {}) for n in names] + [
+            (f"Invoke dbt with `{s.command}`", s.status, s.artifacts) for s in steps
+        ]
         for index, (name, step_status, files) in enumerate(all_steps, start=1):
             rows.append(
                 {
@@ -515,7 +523,9 @@ class FakeDbtCloud:
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = deepcopy(dict(base))
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        )
     return out
 
 
@@ -646,7 +656,12 @@ class _Handler(BaseHTTPRequestHandler):
         related = set(_list_values(query, "include_related") or [])
         if method == "GET" and rest == "":
             return 200, self._envelope(200, {"id": account_id, **fake.accounts[account_id]}), {}
-        listing = {"projects/": fake.projects, "environments/": fake.environments, "jobs/": fake.jobs, "runs/": fake.runs}
+        listing = {
+            "projects/": fake.projects,
+            "environments/": fake.environments,
+            "jobs/": fake.jobs,
+            "runs/": fake.runs,
+        }
         if method == "GET" and rest in listing:
             return self._list(rest, account_id, listing[rest], query, related)
         m = re.fullmatch(r"(projects|environments|jobs|runs)/(\d+)/", rest)
@@ -676,7 +691,12 @@ class _Handler(BaseHTTPRequestHandler):
         return dict(obj)
 
     def _list(
-        self, kind: str, account_id: int, table: Mapping[int, dict[str, Any]], query: dict[str, list[str]], related: set[str]
+        self,
+        kind: str,
+        account_id: int,
+        table: Mapping[int, dict[str, Any]],
+        query: dict[str, list[str]],
+        related: set[str],
     ) -> tuple[int, Any, dict[str, str]]:
         def one(key: str) -> str | None:
             return query[key][-1] if key in query else None
@@ -724,11 +744,17 @@ class _Handler(BaseHTTPRequestHandler):
             filters["name__icontains"] = needle
         order_by = one("order_by") or "id"
         key_name = order_by.lstrip("-")
-        items.sort(key=lambda o: (o.get(key_name) is None, o.get(key_name) or 0, o["id"]), reverse=order_by.startswith("-"))
+        items.sort(
+            key=lambda o: (o.get(key_name) is None, o.get(key_name) or 0, o["id"]), reverse=order_by.startswith("-")
+        )
         page = items[offset : offset + limit]
         kind_name = kind.rstrip("/")
         data = [self._render(kind_name, o, related) for o in page]
-        extra = {"filters": filters, "order_by": order_by, "pagination": {"count": len(data), "total_count": len(items)}}
+        extra = {
+            "filters": filters,
+            "order_by": order_by,
+            "pagination": {"count": len(data), "total_count": len(items)},
+        }
         return 200, self._envelope(200, data, extra=extra), {}
 
     def _update_job(self, account_id: int, job_id: int, body: Any) -> tuple[int, Any, dict[str, str]]:
@@ -743,7 +769,9 @@ class _Handler(BaseHTTPRequestHandler):
             for p in problems:
                 name, _, text = p.partition(": ")
                 fields.setdefault(name, []).append(text)
-            return self._error(400, "The request was invalid. Please double check the provided data and try again.", fields)
+            return self._error(
+                400, "The request was invalid. Please double check the provided data and try again.", fields
+            )
         updated = fake.apply_job_update(job_id, body)
         return 200, self._envelope(200, fake.render_job(updated)), {}
 
