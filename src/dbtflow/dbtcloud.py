@@ -334,14 +334,14 @@ class DbtCloudClient:
         backoff: float = 1.0,
         max_backoff: float = 30.0,
         max_retry_after: float = 120.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
         self.account_id = int(account_id)
         self.token = token
         self.max_attempts = max(1, max_attempts)
         self.backoff, self.max_backoff, self.max_retry_after = backoff, max_backoff, max_retry_after
-        self._sleep = sleep
+        self._sleep = sleep or time.sleep
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=_TokenAuth(token),

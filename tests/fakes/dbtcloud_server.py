@@ -104,17 +104,17 @@ class Spec:
         if kind == "object":
             props = s.get("properties", {})
             for key in s.get("required", []):
-                prop = self.resolve(props.get(key, {}))
-                if request and prop.get("readOnly"):
+                name = f"{path}.{key}" if path else key
+                if request and self.resolve(props.get(key, {})).get("readOnly"):
                     continue
                 if key not in value:
-                    problems.append(f"{path}{key}: This field is required.")
+                    problems.append(f"{name}: This field is required.")
                 elif request and value[key] is None:
-                    problems.append(f"{path}{key}: This field may not be null.")
+                    problems.append(f"{name}: This field may not be null.")
             for key, sub in props.items():
                 if key in value and not (request and self.resolve(sub).get("readOnly")):
-                    problems += self.errors(sub, value[key], f"{path}{key}.", request)
-        return [p.replace(".:", ":") for p in problems]
+                    problems += self.errors(sub, value[key], f"{path}.{key}" if path else key, request)
+        return problems
 
     def writable(self, name: str) -> dict[str, dict[str, Any]]:
         props = self.schema(name).get("properties", {})
@@ -493,6 +493,17 @@ class FakeDbtCloud:
             out["trigger"] = None
         return out
 
+    def render_project(self, project: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(project)
+        for key in ("connection", "repository", "docs_job", "freshness_job", "fusion_readiness"):
+            out.setdefault(key, None)
+        out.setdefault("default_version", "latest")
+        out.setdefault("group_permissions", [])
+        out.setdefault("environments", [e for e in self.environments.values() if e["project_id"] == project["id"]])
+        out.setdefault("created_at", "2024-01-01 00:00:00.000000+00:00")
+        out.setdefault("updated_at", "2024-01-01 00:00:00.000000+00:00")
+        return out
+
     def render_environment(self, env: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(env)
         out.setdefault("raw_dbt_version", env.get("dbt_version"))
@@ -688,6 +699,8 @@ class _Handler(BaseHTTPRequestHandler):
             return fake.render_run(obj, related)
         if kind == "environments":
             return fake.render_environment(obj)
+        if kind == "projects":
+            return fake.render_project(obj)
         return dict(obj)
 
     def _list(
