@@ -17,18 +17,42 @@ Pitfalls
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from dbtflow.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="dbt Cloud: import its jobs as Prefect schedules.")
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console(soft_wrap=True, highlight=False)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """click's UsageError, and typer's vendored copy of it (typer >= 0.26 ships its own click)."""
+    try:
+        vendored = importlib.import_module("typer._click.exceptions").UsageError
+    except (ImportError, AttributeError):
+        vendored = click.UsageError
+    return tuple({click.UsageError, vendored})
+
+
+class _OneLineCommand(TyperCommand):
+    """Usage errors (an unknown option, a missing value) as one line and exit 2, like every other error."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return list(super().parse_args(ctx, args))
+        except _usage_errors() as exc:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            err.print(f"error: {message}; see `{ctx.command_path} --help`", markup=False)
+            raise typer.Exit(2) from None
 
 
 def _ids(option: str, values: list[str] | None) -> list[int]:
@@ -41,7 +65,7 @@ def _ids(option: str, values: list[str] | None) -> list[int]:
     return ids
 
 
-@app.command("import-jobs")
+@app.command("import-jobs", cls=_OneLineCommand)
 def import_jobs_command(
     account: Annotated[
         str | None, typer.Option("--account", envvar="DBT_CLOUD_ACCOUNT_ID", help="dbt Cloud account id.")

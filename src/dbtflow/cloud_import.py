@@ -192,7 +192,7 @@ def schedule_to_cron(schedule: JobSchedule | None) -> tuple[str, str | None]:
             raise Untranslatable(f"at_exact_hours {time.hours} is not a list of hours 0-23", "fix the schedule")
         hour = ",".join(map(str, hours))
     else:
-        interval = int(time.interval or 1)
+        interval = 1 if time.interval is None else int(time.interval)
         if not 1 <= interval <= 23:
             raise Untranslatable(f"every_hour interval {interval} is not 1-23", "fix the schedule")
         hour = "*" if interval == 1 else f"*/{interval}"

@@ -435,8 +435,8 @@ class DbtCloudClient:
             )
         elif code == 404:
             message = (
-                f"dbt Cloud has nothing to {what} in {where} (404 Not Found): check the id, the account, and the "
-                "host (accounts live in one region or cell, e.g. emea.dbt.com or <prefix>.us1.dbt.com)"
+                f"dbt Cloud could not {what} in {where} (404 Not Found: no such object there): check the id, the "
+                "account and the host (an account lives in one region or cell, e.g. emea.dbt.com, <prefix>.us1.dbt.com)"
             )
         else:
             message = f"dbt Cloud refused to {what} in {where} ({code} {response.reason_phrase}{detail})"
