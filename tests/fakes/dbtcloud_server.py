@@ -16,6 +16,8 @@ Contract
   partial body silently resets fields (which is why clients must read-modify-write).
 - Artifacts are per run step: `GET .../runs/{id}/artifacts/{path}?step=N` (N = the step's index;
   without it, the last step's), 404 when that step has no such file.
+- `add_job(**fields)` and `add_run(job_id, [FakeStep("dbt build --select x", artifacts_from_dir(target))])`
+  add objects at run time (clone and profile steps come first, as in dbt Cloud, so dbt steps start at 3).
 - Fault injection (`inject`, `rate_limit`, `fail`, `hang`), a request log (`requests`, no
   Authorization values) and `job_snapshot`/`snapshot_jobs` (canonical JSON bytes of the stored job
   objects, `updated_at` left out unless asked) for byte-for-byte comparisons before and after.
