@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_deploy import deploy, schedules_app
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
@@ -34,6 +35,7 @@ err = Console(stderr=True)
 out = Console()
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
+app.add_typer(cloud_app, name="cloud")
 
 
 @app.callback()
