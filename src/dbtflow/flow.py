@@ -132,7 +132,14 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
     held = False
     try:
         wait = 1.0 if cancel else request.timeout_seconds
-        with concurrency(name, occupy=1, timeout_seconds=wait, lease_duration=LEASE_SECONDS, strict=True):
+        with concurrency(
+            name,
+            occupy=1,
+            timeout_seconds=wait,
+            lease_duration=LEASE_SECONDS,
+            strict=True,
+            raise_on_lease_renewal_failure=False,
+        ):
             held = True
             return _execute(request)
     except TimeoutError:
