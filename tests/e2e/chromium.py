@@ -52,9 +52,11 @@ class BrowserError(AssertionError):
     pass
 
 
+_PRCTL = ctypes.CDLL(None).prctl  # looked up here: the forked child only calls it
+
+
 def _die_with_parent() -> None:  # in the child before exec: if pytest is killed, so is chromium
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    _PRCTL(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 class Chromium:
