@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint requirements bench clean deploy-local stop-local
+.PHONY: install run test lint browser screenshots requirements bench clean deploy-local stop-local
 
 install: $(SYNCED)
 
@@ -28,8 +28,21 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Debian's chromium, for the headless check of the Prefect UI (tests/e2e/test_ui.py); sudo unless root
+browser:
+	@command -v chromium >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); log=$$(mktemp); echo "installing Debian's chromium (apt-get)"; \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -y -qq"; \
+	  { $$apt install --no-install-recommends chromium || \
+	    { $$apt update && $$apt install --no-install-recommends chromium; }; } >$$log 2>&1 || \
+	  { tail -20 $$log; echo "error: could not install chromium" >&2; exit 1; }; rm -f $$log; }
+
+# Re-take docs/img/prefect-deployment.png and prefect-flow-run.png (the README's pictures) on a local stack
+screenshots: install browser
+	DBTFLOW_UPDATE_SCREENSHOTS=1 $(BIN)/pytest tests/e2e/test_ui.py -q
 
 requirements: install
 	$(BIN)/uv export $(EXPORT_FLAGS) -o requirements-prefect.txt
