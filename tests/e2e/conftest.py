@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +45,18 @@ class Stack:
         return done
 
     def get(self, path: str) -> Any:
-        return httpx.get(f"{self.api}{path}", timeout=30).raise_for_status().json()
+        return self._call("GET", path, None)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
-        return httpx.post(f"{self.api}{path}", json=body, timeout=30).raise_for_status().json()
+        return self._call("POST", path, body)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        """One API call; a 503 (the server's database busy on a loaded machine) is retried, as Prefect's client does."""
+        for attempt in range(6):
+            response = httpx.request(method, f"{self.api}{path}", json=body, timeout=60)
+            if response.status_code != 503 or attempt == 5:
+                return response.raise_for_status().json()
+            time.sleep(2 + attempt * 2)
 
     def deployment(self) -> dict[str, Any]:
         flow, name = DEPLOYMENT.split("/")

@@ -35,7 +35,7 @@ def read_all(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
             return items
 
 
-def settled(read, expected: int, timeout: float = 60) -> list[dict[str, Any]]:
+def settled(read, expected: int, timeout: float = 180) -> list[dict[str, Any]]:
     """Poll until the server's background services have recorded `expected` items."""
     deadline = time.monotonic() + timeout
     while True:
