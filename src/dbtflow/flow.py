@@ -22,8 +22,14 @@ Pitfalls
 - The slot is held through a lease that Prefect renews while the run's process lives: a
   crashed run's slot frees itself within LEASE_SECONDS. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
-- On timeout the warehouse connections are cancelled through the adapter and no further step
-  starts; the dbt thread is a daemon and ends with its in-flight node.
+- dbt runs on a daemon thread so the flow can stop it at `timeout_seconds`: `invoke.Stopper`
+  raises KeyboardInterrupt in that thread (dbt's own Ctrl-C path: no further node starts, its
+  pool's threads are joined) and cancels the in-flight warehouse queries through the adapter;
+  no further step starts. The run ends TimedOut naming the nodes that were running and those
+  that never started. dbt gets STOP_SECONDS to stop (reporting's own 30 s bound included); a
+  node busy outside the warehouse (a Python model) can outlast that, and its daemon thread is
+  then left to end on its own, with a warning. Once dbt has stopped, or after every run, the
+  warehouse connections dbt keeps open in the process (dbt-duckdb's database) are closed.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import inspect
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +54,7 @@ from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
 from dbtflow.errors import UserError
-from dbtflow.invoke import StepOutcome, StepPaths, run_step
+from dbtflow.invoke import StepOutcome, StepPaths, Stopper, release_connections, run_step
 from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
@@ -55,6 +62,7 @@ from dbtflow.request import RunRequest, build_request
 from dbtflow.summary import publish, summary_markdown
 
 LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
+STOP_SECONDS = 45  # how long a timed-out run waits for dbt to stop (reporting gets 30 s of it)
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 
 
@@ -206,26 +214,39 @@ def _target_path(request: RunRequest) -> Path:
 
 
 def _run_with_timeout(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome) -> None:
-    """Run the steps on a daemon thread; past the timeout, cancel the warehouse queries."""
+    """Run the steps on a daemon thread; past the timeout, stop dbt as Ctrl-C would and cancel its queries."""
+    stopper = Stopper()
     context = contextvars.copy_context()  # the flow run context, for prefect-dbt's task runs
     runner = threading.Thread(
-        target=context.run, args=(_run_steps, request, paths, store, outcome), name="dbtflow-dbt", daemon=True
+        target=context.run,
+        args=(_run_steps, request, paths, store, outcome, stopper),
+        name="dbtflow-dbt",
+        daemon=True,
     )
     runner.start()
     runner.join(request.timeout_seconds)
     if runner.is_alive():
         outcome.timed_out = True
-        _cancel_warehouse_queries()
-        runner.join(30)
+        stopping = time.monotonic()
+        stopper.stop(f"timed out after {request.timeout_seconds} s")
+        runner.join(STOP_SECONDS)
+        outcome.stop_seconds = round(time.monotonic() - stopping, 2)
+        if runner.is_alive():
+            outcome.stop_warning = f"dbt did not stop within {STOP_SECONDS} s of the timeout; left to end on its own"
+    if not runner.is_alive():
+        release_connections()
 
 
-def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome) -> None:
+def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome, stopper: Stopper) -> None:
     for index, step in enumerate(request.steps):
-        if outcome.timed_out or (outcome.failed and step.fatal):
+        if stopper.stopped or outcome.timed_out:
+            outcome.steps_not_started = [str(s) for s in request.steps[index:]]
+            break
+        if outcome.failed and step.fatal:
             break
         _clear(paths.target_path)
         try:
-            result = run_step(step, paths, request.engine, index)  # type: ignore[arg-type]
+            result = run_step(step, paths, request.engine, index, stopper)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
         outcome.steps.append(StepReport(index, result, store.keep_step(index, step.command, paths.target_path)))
@@ -234,17 +255,6 @@ def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: 
 def _clear(target_path: Path) -> None:
     for name in ARTIFACT_FILES:
         (target_path / name).unlink(missing_ok=True)
-
-
-def _cancel_warehouse_queries() -> None:
-    try:
-        from dbt.adapters.factory import FACTORY
-
-        adapters: list[Any] = list(FACTORY.adapters.values())
-        for adapter in adapters:
-            adapter.cancel_open_connections()
-    except Exception:  # best effort: the run is already ending as TimedOut
-        pass
 
 
 def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, Any]:
@@ -268,6 +278,12 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
                 parse=str(report.outcome.parse) if report.outcome.parse else None,
                 reporting=list(report.outcome.reporting),
             )
+            if report.outcome.interrupted is not None:
+                record["steps"][report.index]["interrupted"] = report.outcome.interrupted
+        if outcome.timed_out:
+            record["steps_not_started"] = outcome.steps_not_started
+            record["stop_warning"] = outcome.stop_warning
+            record["stop_seconds"] = outcome.stop_seconds  # from the stop to dbt's thread ending
     return record
 
 

@@ -9,8 +9,10 @@ Contract
 
 Pitfalls
 - A step can fail with no node failed (parse error, connection error): its error text is then
-  the reason. A non-fatal step (source freshness, docs generate added by the job settings)
-  never fails the run; its problems are warnings.
+  the reason. A timed-out run's message starts with what the stop cut short: the nodes that
+  were running, the selected nodes that never started, the steps that never started.
+  A non-fatal step (source freshness, docs generate added by the job settings) never fails
+  the run; its problems are warnings.
 - Pure: no Prefect, no dbt, no I/O.
 """
 
@@ -24,6 +26,7 @@ from dbtflow.artifacts import NodeResult, StepArtifacts
 from dbtflow.invoke import StepOutcome
 
 MAX_IN_MESSAGE = 5
+MAX_NAMES = 5
 
 
 @dataclass
@@ -51,6 +54,9 @@ class RunOutcome:
     target: str
     steps: list[StepReport] = field(default_factory=list)
     timed_out: bool = False
+    steps_not_started: list[str] = field(default_factory=list)  # after a timeout
+    stop_warning: str | None = None  # dbt did not stop in time after a timeout
+    stop_seconds: float | None = None  # how long dbt took to stop after a timeout
 
     @property
     def results(self) -> list[NodeResult]:
@@ -89,14 +95,38 @@ class RunOutcome:
             return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran")
         reasons = [f"{r.resource_type} {r.name} {r.status}: {_short(r.message)}" for r in self.failures]
         for step in self.failed_steps:
-            if not any(r.failed for r in step.artifacts.results):
+            if not any(r.failed for r in step.artifacts.results) and step.outcome.interrupted is None:
                 reasons.append(f"dbt {step.command} failed: {_short(step.outcome.error)}")
         if self.timed_out:
-            reasons.insert(0, "timed out")
+            reasons.insert(0, self.stopped_line())
         more = len(reasons) - MAX_IN_MESSAGE
         text = "; ".join(reasons[:MAX_IN_MESSAGE]) + (f"; and {more} more" if more > 0 else "")
         skipped = f" ({len(self.skipped)} skipped)" if self.skipped else ""
         return f"dbt on {self.target} failed{skipped}: {text}"
+
+    def stopped_line(self) -> str:
+        """What a timeout cut short, in one line: running nodes, nodes and steps that never started."""
+        parts = []
+        for step in self.steps:
+            stopped = step.outcome.interrupted
+            if stopped is None:
+                continue
+            if stopped.running:
+                parts.append(f"stopped {_names(stopped.running)} while running")
+            if stopped.not_started is None:
+                parts.append(f"dbt {step.command} stopped before it selected its nodes")
+            elif stopped.not_started:
+                parts.append(f"never started {_names(stopped.not_started)}")
+        if self.steps_not_started:
+            parts.append("never started step(s) " + ", ".join(f"`{s}`" for s in self.steps_not_started))
+        if self.stop_warning:
+            parts.append(self.stop_warning)
+        return "timed out" + (f" ({'; '.join(parts)})" if parts else "")
+
+
+def _names(names: tuple[str, ...] | list[str]) -> str:
+    more = len(names) - MAX_NAMES
+    return ", ".join(names[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
 def failed_ancestors(unique_id: str, parents: Callable[[str], Iterable[str]], failed: Container[str]) -> list[str]:

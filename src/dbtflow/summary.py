@@ -29,6 +29,8 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
         nodes, seconds, parse = len(s.artifacts.results), s.artifacts.elapsed_time, s.outcome.parse or "-"
         lines.append(f"| {s.index + 1} | `{s.outcome.step}` | {result} | {nodes} | {seconds:.1f} | {parse} |")
     lines += _counts_table(outcome)
+    if outcome.timed_out:
+        lines += ["", "## Timed out", "", *_stopped(outcome)]
     if outcome.failures or outcome.failed_steps:
         lines += ["", "## Failures", ""]
         for step in outcome.steps:
@@ -52,6 +54,25 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
         lines += [f"| {r.resource_type} `{r.name}` | {r.status} | {r.execution_time:.2f} |" for r in slowest]
     lines += ["", f"Artifacts and dbt.log: `{run_folder}`", ""]
     return "\n".join(lines)
+
+
+def _stopped(outcome: RunOutcome) -> list[str]:
+    lines: list[str] = []
+    for step in outcome.steps:
+        stopped = step.outcome.interrupted
+        if stopped is None:
+            continue
+        lines.append(f"Step {step.index + 1} `{step.outcome.step}` was stopped ({stopped.reason}).")
+        lines.append(f"- running when stopped: {', '.join(f'`{n}`' for n in stopped.running) or 'none'}")
+        if stopped.not_started is None:
+            lines.append("- never started: every node of the step (stopped before dbt selected them)")
+        else:
+            lines.append(f"- never started: {', '.join(f'`{n}`' for n in stopped.not_started) or 'none'}")
+    if outcome.steps_not_started:
+        lines.append(f"- steps never started: {', '.join(f'`{s}`' for s in outcome.steps_not_started)}")
+    if outcome.stop_warning:
+        lines.append(f"- {outcome.stop_warning}")
+    return lines
 
 
 def _counts_table(outcome: RunOutcome) -> list[str]:
