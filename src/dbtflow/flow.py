@@ -9,6 +9,13 @@ Contract
   failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
   in the run's folder, publishes the summary artifact, and ends Completed, or Failed with a
   message naming the failing nodes, or TimedOut.
+- Flow retries (`dbt_flow(..., retries=N)`, `flow.with_options(retries=N)`, or a flow run's
+  `empirical_policy.retries` set through the API) rerun from the failure: attempt N+1 reruns
+  only what failed or was skipped, through `dbt retry` on the previous attempt's artifacts,
+  or the failed step in full when none of its nodes ran (see `dbtflow.attempts`). Each
+  attempt's steps get their own folders in the run's folder, and the summary says which
+  attempt built which node. A timeout, an invalid request or a profile that cannot be
+  resolved is final: it is never retried.
 - Two runs of one target never run dbt at the same time: each holds the target's slot, a
   Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
   it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
@@ -19,6 +26,10 @@ Pitfalls
   partial-parse state or run_results, and `dbt retry` finds the previous results.
 - Artifacts left in the target path by an earlier run are removed before each step, so a
   step that dies before writing run_results is never credited with an old one.
+- A failed attempt with retries left raises `RetryFromFailure` instead of returning a Failed
+  state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
+  whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
+  with retries left lowers the run's `retries` to the attempts made, so Prefect accepts it.
 - The slot is held through a lease that Prefect renews while the run's process lives: a
   crashed run's slot frees itself within LEASE_SECONDS. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
@@ -39,6 +50,7 @@ import contextvars
 import inspect
 import os
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -48,11 +60,13 @@ from prefect import Flow, flow, get_client, get_run_logger
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
+from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
 from dbtflow.errors import UserError
 from dbtflow.invoke import StepOutcome, StepPaths, Stopper, release_connections, run_step
 from dbtflow.outcome import RunOutcome, StepReport
@@ -71,14 +85,28 @@ PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 LATEST_RUN: list[Path | None] = [None]
 
 
+class RetryFromFailure(Exception):
+    """A failed attempt with flow retries left: Prefect retries the flow, which resumes from the failure."""
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("DBTFLOW_RUNS_DIR") or Path.cwd() / ".dbtflow" / "runs")
 
 
-def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | None = None) -> Flow[..., Any]:
-    """A Prefect flow that runs dbt requests against the project in `project_dir`."""
+def dbt_flow(
+    project_dir: str | Path,
+    *,
+    name: str,
+    profiles_dir: str | Path | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 0,
+) -> Flow[..., Any]:
+    """A Prefect flow that runs dbt requests against the project in `project_dir`.
 
-    @flow(name=name, log_prints=False)
+    With `retries`, a failed run is retried from its failure after `retry_delay_seconds`.
+    """
+
+    @flow(name=name, log_prints=False, retries=retries, retry_delay_seconds=retry_delay_seconds)
     def run_dbt(
         command: str = "build",
         target: str = "dev",
@@ -132,6 +160,7 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         request = build_request(load_project(project_dir, profiles_dir), **parameters)
     except UserError as exc:
         logger.error("invalid request: %s", exc)
+        _final()
         return Failed(message=f"invalid request: {exc}")
 
     name = slot_name(request)
@@ -159,6 +188,7 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
             return Cancelled(message=message)
         message = f"timed out after {request.timeout_seconds} s waiting for another run of {request.target}"
         logger.error("%s", message)
+        _final()
         return Failed(name="TimedOut", message=message)
 
 
@@ -166,22 +196,27 @@ def _execute(request: RunRequest) -> State:
     logger = get_run_logger()
     store = RunStore(runs_root(), str(flow_run.id or "local"))
     LATEST_RUN[0] = store.folder
-    store.write_json("run.json", _run_record(request, None))
-    outcome = RunOutcome(request.target)
+    attempt = plan_attempt(request, store.folder, max(1, int(flow_run.run_count or 1)))
+    if attempt.number > 1:
+        logger.info("%s", attempt.describe())
+    store.write_json("run.json", _run_record(request, attempt, None))
+    outcome = RunOutcome(request.target, attempt=attempt.number, earlier=earlier_reports(attempt, store.folder))
     try:
         with resolved_profiles(request.project, request.target) as profiles:
             _run_with_timeout(
                 request,
+                attempt,
                 StepPaths(request.project.project_dir, profiles, _target_path(request), store.folder),
                 store,
                 outcome,
             )
     except UserError as exc:
         logger.error("%s", exc)
-        store.write_json("run.json", {**_run_record(request, None), "status": "failed", "message": str(exc)})
+        store.write_json("run.json", {**_run_record(request, attempt, None), "status": "failed", "message": str(exc)})
+        _final()
         return Failed(message=str(exc))
 
-    store.write_json("run.json", _run_record(request, outcome))
+    store.write_json("run.json", _run_record(request, attempt, outcome))
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
         publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
@@ -191,8 +226,35 @@ def _execute(request: RunRequest) -> State:
         logger.warning("%s", warning)
     logger.info("%s; artifacts in %s", outcome.message, store.folder)
     if outcome.timed_out:
+        _final()
         return Failed(name="TimedOut", message=f"{outcome.message} (timeout_seconds={request.timeout_seconds})")
+    if outcome.failed and _retries_left():
+        raise RetryFromFailure(f"{outcome.message} [attempt {attempt.number}; retrying from the failure]")
     return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
+
+
+def _retries_left() -> bool:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    retries = context.flow_run.empirical_policy.retries
+    if retries is None:
+        retries = context.flow.retries if context.flow is not None else 0
+    return context.flow_run.run_count <= (retries or 0)
+
+
+def _final() -> None:
+    """This failure is one no retry can fix: lower the run's retries to the attempts made, so Prefect ends it."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or not _retries_left():
+        return
+    run = context.flow_run
+    policy = run.empirical_policy.model_copy(update={"retries": max(0, run.run_count - 1)})
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, empirical_policy=policy)
+    except Exception as exc:  # Prefect may retry it then; the next attempt reruns the request
+        get_run_logger().warning("could not mark the failure final for Prefect's retries: %s", exc)
 
 
 def slot_name(request: RunRequest) -> str:
@@ -213,13 +275,15 @@ def _target_path(request: RunRequest) -> Path:
     return request.project.project_dir / "target" / request.target
 
 
-def _run_with_timeout(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome) -> None:
+def _run_with_timeout(
+    request: RunRequest, attempt: Attempt, paths: StepPaths, store: RunStore, outcome: RunOutcome
+) -> None:
     """Run the steps on a daemon thread; past the timeout, stop dbt as Ctrl-C would and cancel its queries."""
     stopper = Stopper()
     context = contextvars.copy_context()  # the flow run context, for prefect-dbt's task runs
     runner = threading.Thread(
         target=context.run,
-        args=(_run_steps, request, paths, store, outcome, stopper),
+        args=(_run_steps, request, attempt, paths, store, outcome, stopper),
         name="dbtflow-dbt",
         daemon=True,
     )
@@ -237,19 +301,26 @@ def _run_with_timeout(request: RunRequest, paths: StepPaths, store: RunStore, ou
         release_connections()
 
 
-def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome, stopper: Stopper) -> None:
-    for index, step in enumerate(request.steps):
+def _run_steps(
+    request: RunRequest, attempt: Attempt, paths: StepPaths, store: RunStore, outcome: RunOutcome, stopper: Stopper
+) -> None:
+    for position, planned in enumerate(attempt.steps):
+        step, index = planned.step, attempt.first_index + position
         if stopper.stopped or outcome.timed_out:
-            outcome.steps_not_started = [str(s) for s in request.steps[index:]]
+            outcome.steps_not_started = [str(p.step) for p in attempt.steps[position:]]
             break
         if outcome.failed and step.fatal:
             break
         _clear(paths.target_path)
+        if planned.retry_of is not None:  # dbt retry reads the earlier attempt's run_results from the target path
+            paths.target_path.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(planned.retry_of / "run_results.json", paths.target_path / "run_results.json")
         try:
             result = run_step(step, paths, request.engine, index, stopper)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
-        outcome.steps.append(StepReport(index, result, store.keep_step(index, step.command, paths.target_path)))
+        artifacts = store.keep_step(index, step.command, paths.target_path)
+        outcome.steps.append(StepReport(index, result, artifacts, attempt=attempt.number))
 
 
 def _clear(target_path: Path) -> None:
@@ -257,7 +328,7 @@ def _clear(target_path: Path) -> None:
         (target_path / name).unlink(missing_ok=True)
 
 
-def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, Any]:
+def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "flow_run_id": str(flow_run.id) if flow_run.id else None,
         "project": request.project.name,
@@ -265,13 +336,14 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
         "target": request.target,
         "engine": request.engine,
         "parameters": request.parameters,
-        "steps": [{"command": s.command, "argv": s.argv, "fatal": s.fatal} for s in request.steps],
+        "attempt": attempt.number,
+        "steps": [*attempt.earlier, *(_planned_entry(p, attempt.number) for p in attempt.steps)],
     }
     if outcome is not None:
         record["status"] = "timed_out" if outcome.timed_out else ("failed" if outcome.failed else "completed")
         record["message"] = outcome.message
-        for report in outcome.steps:
-            record["steps"][report.index].update(
+        for position, report in enumerate(outcome.steps):
+            record["steps"][len(attempt.earlier) + position].update(
                 folder=report.artifacts.folder.name,
                 success=report.outcome.success,
                 error=report.outcome.error,
@@ -279,12 +351,25 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
                 reporting=list(report.outcome.reporting),
             )
             if report.outcome.interrupted is not None:
-                record["steps"][report.index]["interrupted"] = report.outcome.interrupted
+                record["steps"][len(attempt.earlier) + position]["interrupted"] = report.outcome.interrupted
         if outcome.timed_out:
             record["steps_not_started"] = outcome.steps_not_started
             record["stop_warning"] = outcome.stop_warning
             record["stop_seconds"] = outcome.stop_seconds  # from the stop to dbt's thread ending
     return record
+
+
+def _planned_entry(planned: PlannedStep, attempt: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "command": planned.step.command,
+        "argv": planned.step.argv,
+        "fatal": planned.step.fatal,
+        "attempt": attempt,
+        "step": planned.index,
+    }
+    if planned.retry_of is not None:
+        entry["retry_of"] = planned.retry_of.name
+    return entry
 
 
 def _artifact_key(request: RunRequest) -> str:

@@ -6,6 +6,10 @@ Contract
   failed and why, which were skipped because of which failure, what warned.
 - `message` is the flow state's message: it names the failing nodes and their errors in one
   paragraph, bounded in length, so it reads well in the Prefect UI and in a notification.
+- On a flow retry (`attempt` > 1), `earlier` holds the steps earlier attempts ran; `steps`,
+  `failures` and `skipped` are this attempt's, and `latest_results` / `counts` are the run's
+  (each node's latest result over every attempt), so a retry that fixes the failures reads as
+  a success that says how many nodes it reran. `built_by_attempt` says which attempt built which node.
 
 Pitfalls
 - A step can fail with no node failed (parse error, connection error): its error text is then
@@ -34,6 +38,7 @@ class StepReport:
     index: int
     outcome: StepOutcome
     artifacts: StepArtifacts
+    attempt: int = 1
 
     @property
     def command(self) -> str:
@@ -57,6 +62,8 @@ class RunOutcome:
     steps_not_started: list[str] = field(default_factory=list)  # after a timeout
     stop_warning: str | None = None  # dbt did not stop in time after a timeout
     stop_seconds: float | None = None  # how long dbt took to stop after a timeout
+    attempt: int = 1  # the flow run's attempt (Prefect's run_count)
+    earlier: list[StepReport] = field(default_factory=list)  # steps earlier attempts ran
 
     @property
     def results(self) -> list[NodeResult]:
@@ -83,16 +90,52 @@ class RunOutcome:
     def skipped(self) -> list[NodeResult]:
         return [r for r in self.results if r.status == "skipped"]
 
+    def latest_results(self) -> list[NodeResult]:
+        """Every node's latest result over every attempt (this attempt's steps alone on attempt 1)."""
+        if not self.earlier:
+            return self.results
+        latest: dict[str, NodeResult] = {}
+        for step in [*self.earlier, *self.steps]:
+            for result in step.artifacts.results:
+                latest.pop(result.unique_id, None)
+                latest[result.unique_id] = result
+        return list(latest.values())
+
+    def built_by_attempt(self) -> dict[int, list[NodeResult]]:
+        """attempt -> the nodes whose latest result (success, pass, warn) came from it, building steps only."""
+        latest: dict[str, tuple[int, NodeResult]] = {}
+        for step in [*self.earlier, *self.steps]:
+            if step.outcome.step.builds:
+                for result in step.artifacts.results:
+                    latest[result.unique_id] = (step.attempt, result)
+        built: dict[int, list[NodeResult]] = {}
+        for attempt, result in latest.values():
+            if result.status in ("success", "pass", "warn") and result.resource_type != "operation":
+                built.setdefault(attempt, []).append(result)
+        return built
+
     def counts(self) -> Counter[tuple[str, str]]:
-        """(resource_type, status) -> number of nodes, over every step."""
-        return Counter((r.resource_type, r.status) for r in self.results)
+        """(resource_type, status) -> number of nodes, over every step (each node's latest, after a retry)."""
+        return Counter((r.resource_type, r.status) for r in self.latest_results())
 
     @property
     def message(self) -> str:
         if not self.failed:
-            counts = Counter(r.status for r in self.results)
+            counts = Counter(r.status for r in self.latest_results())
             parts = [f"{n} {status}" for status, n in sorted(counts.items())]
-            return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran")
+            rerun = ""
+            if self.earlier:
+                count = len(
+                    {
+                        r.unique_id
+                        for s in self.steps
+                        if s.outcome.step.builds
+                        for r in s.artifacts.results
+                        if r.resource_type != "operation"  # hooks run on every attempt
+                    }
+                )
+                rerun = f" (attempt {self.attempt} reran {count} node(s))"
+            return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran") + rerun
         reasons = [f"{r.resource_type} {r.name} {r.status}: {_short(r.message)}" for r in self.failures]
         for step in self.failed_steps:
             if not any(r.failed for r in step.artifacts.results) and step.outcome.interrupted is None:

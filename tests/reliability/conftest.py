@@ -7,10 +7,12 @@ not dbt's parse, in the measurement. Every project runs through the same generic
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,47 @@ def can_write(database: Path) -> str:
 
 def live_threads() -> dict[int, str]:
     return {t.ident or 0: t.name for t in threading.enumerate()}
+
+
+# A process that holds a DuckDB file open for writing (DuckDB's file lock), as another tool would.
+# With a runs folder, it lets go once a run there has recorded a failed attempt; else at stdin's EOF.
+_HOLDER = """
+import duckdb, glob, json, sys, time
+con = duckdb.connect(sys.argv[1])
+con.execute("create table if not exists holder as select 1 as x")
+print("locked", flush=True)
+if len(sys.argv) > 2:
+    def failed():
+        for path in glob.glob(sys.argv[2] + "/*/run.json"):
+            try:
+                if json.load(open(path)).get("status") == "failed":
+                    return True
+            except ValueError:
+                pass
+        return False
+    while not failed():
+        time.sleep(0.1)
+else:
+    sys.stdin.read()
+con.close()
+"""
+
+
+@contextlib.contextmanager
+def duckdb_locked(database: Path, release_on_failure_in: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+    database.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-c", _HOLDER, str(database)]
+    if release_on_failure_in is not None:
+        argv.append(str(release_on_failure_in))
+    holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()
+        try:
+            holder.wait(30)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()

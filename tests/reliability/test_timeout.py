@@ -28,7 +28,7 @@ def test_a_run_past_its_timeout_is_stopped_and_nothing_outlives_it(tmp_path: Pat
             **{f"quick_{i}": f"select {i} as id" for i in range(3)},
         },
     )
-    flow = dbt_flow(project, name="reliability_timeout")
+    flow = dbt_flow(project, name="reliability_timeout", retries=1)  # a timeout is final: never retried
     warm = flow(target="local", command="parse", return_state=True)  # parse once: the timeout then times dbt's run
     assert warm.is_completed(), warm.message
     before = live_threads()
@@ -46,8 +46,9 @@ def test_a_run_past_its_timeout_is_stopped_and_nothing_outlives_it(tmp_path: Pat
     # no thread and no warehouse connection outlives the run
     assert set(live_threads()) - set(before) == set(), {i: n for i, n in live_threads().items() if i not in before}
     assert can_write(project / "mini.duckdb") == "ok"
-    limit = httpx.get(f"{os.environ['PREFECT_API_URL']}/v2/concurrency_limits/dbt-mini-local").json()
-    assert limit["active_slots"] == 0
+    api = os.environ["PREFECT_API_URL"]
+    assert httpx.get(f"{api}/v2/concurrency_limits/dbt-mini-local").json()["active_slots"] == 0
+    assert httpx.get(f"{api}/flow_runs/{state.state_details.flow_run_id}").json()["run_count"] == 1
 
     folder = runs_dir / str(state.state_details.flow_run_id)
     record = json.loads((folder / "run.json").read_text())
