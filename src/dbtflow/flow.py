@@ -30,9 +30,12 @@ Pitfalls
   state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
   whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
   with retries left lowers the run's `retries` to the attempts made, so Prefect accepts it.
-- The slot is held through a lease that Prefect renews while the run's process lives: a
-  crashed run's slot frees itself within LEASE_SECONDS. The wait for the slot and dbt's own
-  run each get `timeout_seconds`.
+- The slot is held through a lease the run renews every LEASE_SECONDS/4 while its process
+  lives, retrying through an API outage (Prefect's own renewal stops at the first failed
+  renewal): a crashed run's slot frees itself within LEASE_SECONDS (plus the server's lease
+  sweep, every 15 s). An API outage longer than about LEASE_SECONDS loses the slot: a
+  waiting run of the target may then start, and the run logs a warning. The wait for the
+  slot and dbt's own run each get `timeout_seconds`.
 - dbt runs on a daemon thread so the flow can stop it at `timeout_seconds`: `invoke.Stopper`
   raises KeyboardInterrupt in that thread (dbt's own Ctrl-C path: no further node starts, its
   pool's threads are joined) and cancels the in-flight warehouse queries through the adapter;
@@ -53,13 +56,15 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import Flow, flow, get_client, get_run_logger
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
-from prefect.concurrency.sync import concurrency
+from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
+from prefect.concurrency._sync import acquire_concurrency_slots_with_lease, release_concurrency_slots_with_lease
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
@@ -169,14 +174,7 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
     held = False
     try:
         wait = 1.0 if cancel else request.timeout_seconds
-        with concurrency(
-            name,
-            occupy=1,
-            timeout_seconds=wait,
-            lease_duration=LEASE_SECONDS,
-            strict=True,
-            raise_on_lease_renewal_failure=False,
-        ):
+        with target_slot(name, wait):
             held = True
             return _execute(request)
     except TimeoutError:
@@ -260,6 +258,71 @@ def _final() -> None:
 def slot_name(request: RunRequest) -> str:
     """The Prefect global concurrency limit (of 1) that keeps two runs of one target apart."""
     return re.sub(r"[^a-z0-9-]+", "-", f"dbt-{request.project.name}-{request.target}".lower()).strip("-")
+
+
+@contextlib.contextmanager
+def target_slot(name: str, timeout_seconds: float | None) -> Iterator[None]:
+    """Hold the slot `name` (waiting up to `timeout_seconds`; TimeoutError if it stays taken), renewing its lease."""
+    acquired = acquire_concurrency_slots_with_lease(
+        [name], 1, timeout_seconds=timeout_seconds, lease_duration=LEASE_SECONDS, strict=True
+    )
+    events = emit_concurrency_acquisition_events(acquired.limits, 1)
+    renewal = _LeaseRenewal(acquired.lease_id, name)
+    try:
+        yield
+    finally:
+        renewal.stop()
+        try:
+            release_concurrency_slots_with_lease(acquired.lease_id)
+        except Exception as exc:  # the API is away: the lease expires on its own within LEASE_SECONDS
+            logger = get_run_logger()
+            logger.warning("could not release the slot %r (it frees itself within %s s): %s", name, LEASE_SECONDS, exc)
+        emit_concurrency_release_events(acquired.limits, 1, events)
+
+
+class _LeaseRenewal:
+    """Renews a slot's lease every LEASE_SECONDS/4 until stopped; an API hiccup is retried, never fatal.
+
+    Prefect's own renewal gives up after one failed renewal (three tries in a few seconds), so a
+    short API outage would let the lease lapse while dbt still runs: here it keeps trying.
+    """
+
+    def __init__(self, lease_id: Any, name: str) -> None:
+        self.lease_id, self.name = lease_id, name
+        self._stop = threading.Event()
+        self._logger = get_run_logger()
+        context = contextvars.copy_context()  # this run's Prefect settings and client, as the flow's
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="dbtflow-slot-lease", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _loop(self) -> None:
+        failing_since: float | None = None
+        with get_client(sync_client=True) as client:
+            while not self._stop.wait(LEASE_SECONDS / 4 if failing_since is None else 3):
+                try:
+                    client.renew_concurrency_lease(lease_id=self.lease_id, lease_duration=LEASE_SECONDS)
+                except Exception as exc:
+                    gone = getattr(getattr(exc, "response", None), "status_code", None) in (404, 410)
+                    if gone:
+                        self._logger.warning(
+                            "the slot %r was lost (its lease expired while the API was away): "
+                            "another run of this target may start before this one ends",
+                            self.name,
+                        )
+                        return
+                    if failing_since is None:
+                        failing_since = time.monotonic()
+                        self._logger.warning("could not renew the slot %r, retrying: %s", self.name, exc)
+                    continue
+                if failing_since is not None:
+                    self._logger.info(
+                        "renewed the slot %r again after %.0f s", self.name, time.monotonic() - failing_since
+                    )
+                    failing_since = None
 
 
 def _ensure_limit(name: str) -> None:
