@@ -33,13 +33,16 @@ SLOW_SQL = (
 )
 
 
-def make_project(root: Path, models: dict[str, str], project_yml: str = "") -> Path:
-    """A dbt project `mini` in `root` with these models (name -> SQL) and a DuckDB `local` target."""
+def make_project(root: Path, models: dict[str, str], project_yml: str = "", target_yml: str = "") -> Path:
+    """A dbt project `mini` in `root` with these models (name -> SQL) and a DuckDB `local` target.
+
+    `project_yml` is added to dbt_project.yml, `target_yml` (YAML at the target's level) to the target.
+    """
     (root / "models").mkdir(parents=True, exist_ok=True)
     (root / "dbt_project.yml").write_text(
         'name: mini\nversion: "1.0"\nprofile: mini\nconfig-version: 2\n' + textwrap.dedent(project_yml)
     )
-    (root / "profiles.yml").write_text(PROFILES)
+    (root / "profiles.yml").write_text(PROFILES + textwrap.indent(textwrap.dedent(target_yml), " " * 6))
     for name, sql in models.items():
         (root / "models" / f"{name}.sql").write_text(sql + "\n")
     return root
@@ -67,23 +70,24 @@ def live_threads() -> dict[int, str]:
 
 
 # A process that holds a DuckDB file open for writing (DuckDB's file lock), as another tool would.
-# With a runs folder, it lets go once a run there has recorded a failed attempt; else at stdin's EOF.
+# It lets go at stdin's EOF, or some seconds after a file matching a glob contains a text.
 _HOLDER = """
-import duckdb, glob, json, sys, time
+import duckdb, glob, sys, time
 con = duckdb.connect(sys.argv[1])
 con.execute("create table if not exists holder as select 1 as x")
 print("locked", flush=True)
-if len(sys.argv) > 2:
-    def failed():
-        for path in glob.glob(sys.argv[2] + "/*/run.json"):
+if len(sys.argv) > 3:
+    def seen():
+        for path in glob.glob(sys.argv[2]):
             try:
-                if json.load(open(path)).get("status") == "failed":
+                if sys.argv[3] in open(path, errors="replace").read():
                     return True
-            except ValueError:
+            except OSError:
                 pass
         return False
-    while not failed():
+    while not seen():
         time.sleep(0.1)
+    time.sleep(float(sys.argv[4]))
 else:
     sys.stdin.read()
 con.close()
@@ -91,11 +95,12 @@ con.close()
 
 
 @contextlib.contextmanager
-def duckdb_locked(database: Path, release_on_failure_in: Path | None = None) -> Iterator[subprocess.Popen[str]]:
+def duckdb_locked(
+    database: Path, release_when: tuple[str, str] | None = None, delay: float = 0
+) -> Iterator[subprocess.Popen[str]]:
+    """Hold `database` locked until the block ends, or `delay` s after a file matching a glob contains a text."""
     database.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-c", _HOLDER, str(database)]
-    if release_on_failure_in is not None:
-        argv.append(str(release_on_failure_in))
+    argv = [sys.executable, "-c", _HOLDER, str(database), *(release_when or ()), str(delay)]
     holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

@@ -87,7 +87,7 @@ def test_a_retry_after_no_node_ran_reruns_the_whole_request(tmp_path: Path, runs
     flow = dbt_flow(project, name="reliability_retry", retries=1, retry_delay_seconds=3)
 
     # the database is locked by another process until the first attempt has failed on it
-    with duckdb_locked(project / "mini.duckdb", release_on_failure_in=runs_dir):
+    with duckdb_locked(project / "mini.duckdb", release_when=(f"{runs_dir}/*/run.json", '"status": "failed"')):
         state = flow(target="local", return_state=True)
 
     assert state.is_completed(), state.message
