@@ -154,21 +154,25 @@ def read_step(folder: Path, *, strict: bool = False) -> StepArtifacts:
     return _step(folder, manifest, run_results, None)
 
 
-def step_from_json(manifest: Document, run_results: Document, *, folder: Path | None = None) -> StepArtifacts:
+def step_from_json(manifest: Document | None, run_results: Document, *, folder: Path | None = None) -> StepArtifacts:
     """A step from its manifest and run_results, each a path, JSON bytes/text or a parsed dict.
 
     Raises `ArtifactError` when either is missing, not JSON, not that artifact, or of a schema
     version outside `SUPPORTED_SCHEMAS`. The manifest is reduced to the model before the
-    run_results are parsed, so only one large document is in memory at a time.
+    run_results are parsed, so only one large document is in memory at a time. With
+    `manifest=None` only the results are read (node types then come from the unique_ids).
     """
-    where = folder or (manifest.parent if isinstance(manifest, Path) else Path("."))
-    doc, schema = parse_artifact(manifest, "manifest")
-    try:
-        parsed = _read_manifest(doc, schema)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        name = manifest if isinstance(manifest, Path) else "the manifest document"
-        raise ArtifactError(f"{name} has a malformed node ({type(exc).__name__}: {exc}); fetch it again") from None
-    del doc
+    source = manifest if manifest is not None else run_results
+    where = folder or (source.parent if isinstance(source, Path) else Path("."))
+    parsed = None
+    if manifest is not None:
+        doc, schema = parse_artifact(manifest, "manifest")
+        try:
+            parsed = _read_manifest(doc, schema)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            name = manifest if isinstance(manifest, Path) else "the manifest document"
+            raise ArtifactError(f"{name} has a malformed node ({type(exc).__name__}: {exc}); fetch it again") from None
+        del doc
     results_doc, results_schema = parse_artifact(run_results, "run-results")
     try:
         return _step(where, parsed, results_doc, results_schema)
