@@ -127,6 +127,7 @@ class StepArtifacts:
     manifest_schema: int | None = None
     run_results_schema: int | None = None
     manifest_dbt_version: str | None = None
+    project_name: str | None = None  # manifest metadata (dbt >= 1.8)
 
 
 @dataclass
@@ -137,6 +138,7 @@ class _Manifest:
     selectors: dict[str, Any]
     schema: int | None
     dbt_version: str | None
+    project_name: str | None
 
 
 def read_step(folder: Path, *, strict: bool = False) -> StepArtifacts:
@@ -234,6 +236,7 @@ def _step(
         manifest_schema=manifest.schema if manifest else None,
         run_results_schema=results_schema,
         manifest_dbt_version=manifest.dbt_version if manifest else None,
+        project_name=manifest.project_name if manifest else None,
     )
 
 
@@ -266,6 +269,7 @@ def _read_manifest(manifest: Mapping[str, Any], schema: int | None = None) -> _M
         selectors=manifest.get("selectors") or {},
         schema=schema,
         dbt_version=metadata.get("dbt_version"),
+        project_name=metadata.get("project_name"),
     )
 
 

@@ -257,5 +257,7 @@ def _command(which: str | None) -> str:
 
 
 def _project(step: StepArtifacts) -> str | None:
+    if step.project_name:
+        return step.project_name
     packages = Counter(n.package_name for n in step.nodes.values() if n.resource_type == "model" and n.package_name)
     return packages.most_common(1)[0][0] if packages else None
