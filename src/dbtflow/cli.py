@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow.cli_parity import parity
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
@@ -164,6 +165,8 @@ class _NodeProgress:
                 if total and self._progress.tasks[0].total != total:
                     self._progress.update(self._task, total=total, completed=0)
 
+
+app.command("parity")(parity)
 
 if __name__ == "__main__":
     app()
