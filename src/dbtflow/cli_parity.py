@@ -87,8 +87,9 @@ FETCH: CloudArtifactFetcher = fetch_cloud_artifacts  # replaced in tests; the CL
 
 def step_command(step_name: str) -> str:
     """dbt Cloud's step name (`Invoke dbt with \\`dbt build --select x\\``) -> `build`."""
-    found = re.search(r"dbt\s+(source\s+freshness|docs\s+generate|[a-z-]+)", step_name)
-    return " ".join(found.group(1).split()) if found else "unknown"
+    found = re.findall(r"\bdbt\s+(source\s+freshness|docs\s+generate|[a-z][a-z-]*)", step_name.replace("`", " "))
+    commands = [c for c in found if c not in ("with", "cloud")]
+    return " ".join(commands[-1].split()) if commands else "unknown"
 
 
 def store_cloud_step(dest: Path, index: int, command: str, manifest: bytes, run_results: bytes) -> Path:

@@ -57,7 +57,9 @@ def manifest(
 ) -> dict[str, Any]:
     sections: dict[str, dict[str, Any]] = {"nodes": {}, "sources": {}, "exposures": {}, "unit_tests": {}}
     for n in nodes:
-        section = {"source": "sources", "exposure": "exposures", "unit_test": "unit_tests"}.get(n["resource_type"], "nodes")
+        section = {"source": "sources", "exposure": "exposures", "unit_test": "unit_tests"}.get(
+            n["resource_type"], "nodes"
+        )
         sections[section][n["unique_id"]] = n
     everything = {k: v for section in sections.values() for k, v in section.items()}
     parent_map = {uid: list(n["depends_on"]["nodes"]) for uid, n in everything.items()}
@@ -86,11 +88,19 @@ def run_results(
     dbt_version: str = "1.10.4",
     schema: int = 6,
 ) -> dict[str, Any]:
-    args: dict[str, Any] = {"which": which, "select": select or [], "exclude": exclude or [], "indirect_selection": "eager"}
+    args: dict[str, Any] = {
+        "which": which,
+        "select": select or [],
+        "exclude": exclude or [],
+        "indirect_selection": "eager",
+    }
     if selector:
         args["selector"] = selector
     return {
-        "metadata": {"dbt_schema_version": SCHEMA.format(kind="run-results", version=schema), "dbt_version": dbt_version},
+        "metadata": {
+            "dbt_schema_version": SCHEMA.format(kind="run-results", version=schema),
+            "dbt_version": dbt_version,
+        },
         "elapsed_time": 12.5,
         "args": args,
         "results": [
@@ -118,7 +128,9 @@ def write_step(folder: Path, manifest_doc: dict[str, Any] | None, results_doc: d
     return folder
 
 
-def write_run(folder: Path, flow_run_id: str | None, steps: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]]) -> Path:
+def write_run(
+    folder: Path, flow_run_id: str | None, steps: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]]
+) -> Path:
     """A run folder as dbtflow stores it: run.json and NN-<cmd>/ per step."""
     records = []
     for index, (command, manifest_doc, results_doc) in enumerate(steps, 1):

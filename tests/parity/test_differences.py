@@ -50,11 +50,27 @@ def cloud_docs() -> tuple[dict, dict]:
         node(EPHEMERAL, tags=("daily",), depends_on=(STG,)),
         node(OLD_TEST, test_name="accepted_values", depends_on=(STG,)),
     ]
-    ran = [SEED, STG, NOT_NULL, FLAKY, AFTER, FLAKY_TEST, MYSTERY, OLD, LEGACY_SEED, CHANGED, CHANGED_TEST, EPHEMERAL, OLD_TEST]
+    ran = [
+        SEED,
+        STG,
+        NOT_NULL,
+        FLAKY,
+        AFTER,
+        FLAKY_TEST,
+        MYSTERY,
+        OLD,
+        LEGACY_SEED,
+        CHANGED,
+        CHANGED_TEST,
+        EPHEMERAL,
+        OLD_TEST,
+    ]
     results = [(u, "pass" if u.startswith("test.") else "success") for u in ran]
     return (
         manifest(nodes, dbt_version="1.7.0", schema=11),
-        run_results(results, select=["tag:daily", "tag:raw"], exclude=["legacy_excluded"], dbt_version="1.7.0", schema=5),
+        run_results(
+            results, select=["tag:daily", "tag:raw"], exclude=["legacy_excluded"], dbt_version="1.7.0", schema=5
+        ),
     )
 
 
@@ -92,7 +108,9 @@ def prefect_docs(select: list[str] | None = None) -> tuple[dict, dict]:
 @pytest.fixture
 def pair(tmp_path: Path) -> tuple[Path, Path]:
     cloud = write_step(tmp_path / "cloud", *cloud_docs())
-    prefect = write_run(tmp_path / "runs" / "run-1", "7d0c1ad8-5a4f-4b9e-9a57-3c1a2b3c4d5e", [("build", *prefect_docs())])
+    prefect = write_run(
+        tmp_path / "runs" / "run-1", "7d0c1ad8-5a4f-4b9e-9a57-3c1a2b3c4d5e", [("build", *prefect_docs())]
+    )
     return cloud, prefect
 
 
@@ -148,7 +166,11 @@ def test_report_lists_unexplained_first_and_is_json_serialisable(pair: tuple[Pat
     markdown = report_markdown(report)
     assert markdown.startswith("# dbt parity: ❌ 2 unexplained differences")
     assert markdown.index("## Unexplained (2)") < markdown.index("## Explained (14)")
-    for title in ("selected by one run only (2)", "added (only in Prefect's manifest) (1)", "disabled in one project (1)"):
+    for title in (
+        "selected by one run only (2)",
+        "added (only in Prefect's manifest) (1)",
+        "disabled in one project (1)",
+    ):
         assert f"### {title}" in markdown
     assert "| dbt | 1.7.0 | 1.10.4 |" in markdown
     assert "| schemas | manifest v11, run_results v5 | manifest v12, run_results v6 |" in markdown
