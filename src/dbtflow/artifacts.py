@@ -31,11 +31,13 @@ Pitfalls
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +75,11 @@ def runs_root() -> Path:
     return Path(os.environ.get("DBTFLOW_RUNS_DIR") or Path.cwd() / ".dbtflow" / "runs")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ManifestNode:
+    """One manifest entry (node, source, exposure, unit test, ...). Read-only by convention: not
+    frozen, because a frozen dataclass costs 3x to build and a large manifest has 20,000+ of them."""
+
     unique_id: str
     resource_type: str
     name: str
@@ -94,8 +99,10 @@ class ManifestNode:
     config: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NodeResult:
+    """One executed node from run_results. Read-only by convention (not frozen: see ManifestNode)."""
+
     unique_id: str
     resource_type: str
     name: str
@@ -166,21 +173,27 @@ def step_from_json(manifest: Document | None, run_results: Document, *, folder: 
     """
     source = manifest if manifest is not None else run_results
     where = folder or (source.parent if isinstance(source, Path) else Path("."))
-    parsed = None
-    if manifest is not None:
-        doc, schema = parse_artifact(manifest, "manifest")
+    with no_gc():  # the parsed documents are freed before the GC runs again: it never scans them
+        parsed = _manifest_of(manifest) if manifest is not None else None
+        results_doc, results_schema = parse_artifact(run_results, "run-results")
         try:
-            parsed = _read_manifest(doc, schema)
+            step = _step(where, parsed, results_doc, results_schema)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            name = manifest if isinstance(manifest, Path) else "the manifest document"
-            raise ArtifactError(f"{name} has a malformed node ({type(exc).__name__}: {exc}); fetch it again") from None
-        del doc
-    results_doc, results_schema = parse_artifact(run_results, "run-results")
+            name = run_results if isinstance(run_results, Path) else "the run-results document"
+            raise ArtifactError(
+                f"{name} has a malformed result ({type(exc).__name__}: {exc}); fetch it again"
+            ) from None
+        del results_doc
+    return step
+
+
+def _manifest_of(manifest: Document) -> _Manifest:
+    doc, schema = parse_artifact(manifest, "manifest")
     try:
-        return _step(where, parsed, results_doc, results_schema)
+        return _read_manifest(doc, schema)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        name = run_results if isinstance(run_results, Path) else "the run-results document"
-        raise ArtifactError(f"{name} has a malformed result ({type(exc).__name__}: {exc}); fetch it again") from None
+        name = manifest if isinstance(manifest, Path) else "the manifest document"
+        raise ArtifactError(f"{name} has a malformed node ({type(exc).__name__}: {exc}); fetch it again") from None
 
 
 def parse_artifact(document: Document, kind: str) -> tuple[dict[str, Any], int]:
@@ -196,7 +209,8 @@ def parse_artifact(document: Document, kind: str) -> tuple[dict[str, Any], int]:
         if not document.strip():
             raise ArtifactError(f"{name} is empty: download or copy the artifact again")
         try:
-            document = _loads(document)
+            with no_gc():
+                document = _loads(document)
         except ValueError as exc:
             detail = " ".join(str(exc).split())[:120]
             raise ArtifactError(f"{name} is not valid JSON ({detail}); it may be truncated: fetch it again") from None
@@ -211,6 +225,18 @@ def parse_artifact(document: Document, kind: str) -> tuple[dict[str, Any], int]:
         span = f"v{supported.start}-v{supported.stop - 1}"
         raise ArtifactError(f"{name} is {kind} v{version}; dbtflow reads {kind} {span} (dbt 1.0-1.11)")
     return dict(document), version
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic GC while millions of acyclic JSON objects are allocated (3x faster for a big manifest)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _step(
@@ -274,47 +300,48 @@ def _read_manifest(manifest: Mapping[str, Any], schema: int | None = None) -> _M
 
 
 def _manifest_node(uid: str, node: Mapping[str, Any], *, enabled: bool = True) -> ManifestNode:
-    config = node.get("config") or {}
-    checksum = node.get("checksum") or {}
-    if isinstance(checksum, str):  # unit tests carry the bare hash
-        checksum = {"name": "sha256", "checksum": checksum}
-    depends_on = node.get("depends_on") or {}
-    version = node.get("version")
+    get = node.get
+    config = get("config") or {}
+    checksum = get("checksum")
+    if isinstance(checksum, Mapping):  # generic tests have {"name": "none", "checksum": ""}
+        checksum = checksum.get("checksum") if checksum.get("name") != "none" else None
+    depends_on = get("depends_on")
+    version = get("version")
     return ManifestNode(
-        unique_id=uid,
-        resource_type=node.get("resource_type") or uid.split(".")[0],
-        name=node.get("name") or uid.rsplit(".", 1)[-1],
-        materialized=config.get("materialized"),
-        checksum=(checksum.get("checksum") or None) if checksum.get("name") != "none" else None,
-        relation_name=node.get("relation_name"),
-        compiled_path=node.get("compiled_path"),
-        original_file_path=node.get("original_file_path"),
-        tags=tuple(node.get("tags") or ()),
-        fqn=tuple(node.get("fqn") or ()),
-        package_name=node.get("package_name"),
-        depends_on=tuple(depends_on.get("nodes") or ()) if isinstance(depends_on, Mapping) else (),
-        source_name=node.get("source_name"),
-        test_name=(node.get("test_metadata") or {}).get("name"),
-        version=None if version is None else str(version),
-        enabled=enabled and config.get("enabled", True) is not False,
-        config=config,
+        uid,
+        get("resource_type") or uid.split(".", 1)[0],
+        get("name") or uid.rsplit(".", 1)[-1],
+        config.get("materialized"),
+        checksum or None,  # unit tests carry the bare hash
+        get("relation_name"),
+        get("compiled_path"),
+        get("original_file_path"),
+        tuple(get("tags") or ()),
+        tuple(get("fqn") or ()),
+        get("package_name"),
+        tuple(depends_on.get("nodes") or ()) if isinstance(depends_on, Mapping) else (),
+        get("source_name"),
+        (get("test_metadata") or {}).get("name"),
+        None if version is None else str(version),
+        enabled and config.get("enabled", True) is not False,
+        config,
     )
 
 
 def _node_result(raw: dict[str, Any], nodes: dict[str, ManifestNode]) -> NodeResult:
     uid = raw["unique_id"]
     node = nodes.get(uid)
-    timing = {t.get("name"): t for t in raw.get("timing") or []}
-    execute = timing.get("execute") or timing.get("compile") or {}
-    first = (raw.get("timing") or [{}])[0]
+    timing = raw.get("timing") or ()
+    execute = next((t for t in timing if t.get("name") == "execute"), None)
+    execute = execute or next((t for t in timing if t.get("name") == "compile"), None) or {}
     return NodeResult(
         unique_id=uid,
-        resource_type=node.resource_type if node else uid.split(".")[0],
+        resource_type=node.resource_type if node else uid.split(".", 1)[0],
         name=node.name if node else uid.rsplit(".", 1)[-1],
         status=str(raw.get("status")),
         message=raw.get("message") or raw.get("error"),
         execution_time=float(raw.get("execution_time") or 0.0),
-        started_at=first.get("started_at"),
+        started_at=timing[0].get("started_at") if timing else None,
         completed_at=execute.get("completed_at"),
         failures=raw.get("failures"),
         compiled_path=node.compiled_path if node else None,

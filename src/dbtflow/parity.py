@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from dbtflow.artifacts import NodeResult
+from dbtflow.artifacts import NodeResult, no_gc
 from dbtflow.parity_load import ArtifactSet, ParityInputError
 from dbtflow.selection import SINCE, dbt_version, runs_type
 
@@ -137,6 +137,11 @@ class ParityReport:
 
 def compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
     """Every node either run executed, compared by unique_id; each difference explained if it can be."""
+    with no_gc():  # acyclic data throughout; the cyclic GC would rescan the loaded models
+        return _compare(cloud, prefect)
+
+
+def _compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
     differences: dict[str, Difference] = {}
     same = 0
     by_type: dict[str, Counter[str]] = {}
@@ -157,9 +162,7 @@ def compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
         else:
             counts[diff.kind] += 1
             differences[uid] = diff
-    for diff in differences.values():
-        if diff.reason == "status":
-            _explain_skip(diff, cloud, prefect, differences)
+    _explain_skips(differences, cloud, prefect)
     return ParityReport(cloud, prefect, list(differences.values()), same, by_type)
 
 
@@ -215,76 +218,72 @@ def _one_sided(uid: str, ran: ArtifactSet, other: ArtifactSet, kind: str) -> Dif
 
 
 def _both(uid: str, cloud: ArtifactSet, prefect: ArtifactSet, a: NodeResult, b: NodeResult) -> Difference | None:
-    old, new = cloud.step.nodes.get(uid), prefect.step.nodes.get(uid)
-    changed = bool(old and new and old.checksum and new.checksum and old.checksum != new.checksum)
+    changed = _checksum_changed(uid, cloud, prefect)
+    same_status = a.status == b.status or normalize(a.status) == normalize(b.status)
+    if same_status and not changed:
+        return None
     sa, sb = Side.of(a), Side.of(b)
     assert sa is not None and sb is not None
-    if sa.normalized == sb.normalized:
-        if not changed:
-            return None
-        return Difference(
-            uid, a.resource_type, b.name, "changed_code", "changed_code", "code changed (checksum differs)", sa, sb
-        )
+
+    def diff(kind: str, reason: str, why: str) -> Difference:
+        return Difference(uid, a.resource_type, b.name, kind, reason, why, sa, sb)
+
+    if same_status:
+        return diff("changed_code", "changed_code", "code changed (checksum differs)")
+    statuses = _statuses(cloud, prefect, sa, sb)
     if changed:
-        why = "code changed (checksum differs)"
-        return Difference(
-            uid,
-            a.resource_type,
-            b.name,
-            "status",
-            "changed_code",
-            f"{why}; {_statuses(cloud, prefect, sa, sb)}",
-            sa,
-            sb,
-        )
-    if a.resource_type in TESTS and new and old:
-        moved = [p for p in new.depends_on if _checksum_changed(p, cloud, prefect)]
+        return diff("status", "changed_code", f"code changed (checksum differs); {statuses}")
+    node = prefect.step.nodes.get(uid)
+    if a.resource_type in TESTS and node:
+        moved = [p for p in node.depends_on if _checksum_changed(p, cloud, prefect)]
         if moved:
-            why = f"what it tests changed: {', '.join(f'`{p}`' for p in moved)}"
-            return Difference(
-                uid,
-                a.resource_type,
-                b.name,
-                "status",
-                "changed_code",
-                f"{why}; {_statuses(cloud, prefect, sa, sb)}",
-                sa,
-                sb,
+            return diff(
+                "status", "changed_code", f"what it tests changed: {', '.join(f'`{p}`' for p in moved)}; {statuses}"
             )
-    return Difference(uid, a.resource_type, b.name, "status", "status", _statuses(cloud, prefect, sa, sb), sa, sb)
+    return diff("status", "status", statuses)
 
 
-def _explain_skip(
-    diff: Difference, cloud: ArtifactSet, prefect: ArtifactSet, differences: dict[str, Difference]
-) -> None:
-    """A node skipped on one side because an upstream node failed there, whose own difference is listed."""
-    for side, run in ((diff.cloud, cloud), (diff.prefect, prefect)):
-        if side is None or side.normalized != "skipped":
+def _explain_skips(differences: dict[str, Difference], cloud: ArtifactSet, prefect: ArtifactSet) -> None:
+    """Nodes skipped on one side because an upstream node failed there, whose own difference is listed."""
+    for side, run in (("cloud", cloud), ("prefect", prefect)):
+        skipped = [
+            d
+            for d in differences.values()
+            if d.reason == "status" and (s := getattr(d, side)) is not None and s.normalized == "skipped"
+        ]
+        failed = {u for u, d in differences.items() if (s := getattr(d, side)) is not None and s.normalized == "failed"}
+        if not skipped or not failed:
             continue
-        causes = [u for u in _ancestors(diff.unique_id, run) if u in differences and _failed(run, u)]
-        if causes:
-            named = ", ".join(f"`{c}`" for c in causes[:3])
-            diff.reason = "upstream"
-            diff.explanation = (
-                f"skipped in {run.label} because {named} failed there (see its difference); " + diff.explanation
-            )
-            return
+        causes = _downstream_of(failed, run.step.parent_map)
+        for diff in skipped:
+            if diff.unique_id in causes:
+                named = ", ".join(f"`{c}`" for c in causes[diff.unique_id])
+                diff.reason = "upstream"
+                diff.explanation = f"skipped in {run.label} because {named} failed there (see its difference); " + (
+                    diff.explanation
+                )
 
 
-def _ancestors(uid: str, run: ArtifactSet) -> Iterable[str]:
-    seen: set[str] = set()
-    stack = list(run.step.parent_map.get(uid) or ())
-    while stack:
-        parent = stack.pop()
-        if parent not in seen:
-            seen.add(parent)
-            yield parent
-            stack.extend(run.step.parent_map.get(parent) or ())
-
-
-def _failed(run: ArtifactSet, uid: str) -> bool:
-    result = run.results.get(uid)
-    return result is not None and normalize(result.status) == "failed"
+def _downstream_of(failed: set[str], parent_map: dict[str, list[str]], most: int = 3) -> dict[str, list[str]]:
+    """Every node downstream of a node in `failed`, with (up to `most` of) the failed nodes it descends from."""
+    children: dict[str, list[str]] = {}
+    for child, parents in parent_map.items():
+        for parent in parents:
+            children.setdefault(parent, []).append(child)
+    causes: dict[str, list[str]] = {}
+    for cause in sorted(failed):
+        seen: set[str] = set()
+        stack = list(children.get(cause, ()))
+        while stack:
+            uid = stack.pop()
+            if uid in seen:
+                continue
+            seen.add(uid)
+            named = causes.setdefault(uid, [])
+            if len(named) < most:
+                named.append(cause)
+            stack.extend(children.get(uid, ()))
+    return causes
 
 
 def _statuses(cloud: ArtifactSet, prefect: ArtifactSet, a: Side, b: Side) -> str:

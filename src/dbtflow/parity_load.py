@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbtflow.artifacts import ArtifactError, Document, NodeResult, StepArtifacts, step_from_json
+from dbtflow.artifacts import ArtifactError, Document, NodeResult, StepArtifacts, no_gc, step_from_json
 from dbtflow.errors import UserError
 from dbtflow.selection import Selection, evaluate
 
@@ -89,6 +89,11 @@ class ArtifactSet:
 
 def load_artifact_set(path: Path, label: str) -> ArtifactSet:
     """The artifacts of the building step(s) in `path` (a step folder or a run folder)."""
+    with no_gc():  # millions of short-lived acyclic objects: the cyclic GC would only rescan them
+        return _load(path, label)
+
+
+def _load(path: Path, label: str) -> ArtifactSet:
     path = path.expanduser()
     if not path.is_dir():
         raise ParityInputError(f"{label}: {path} is not a folder; give a folder of dbt artifacts or a run folder")
@@ -101,8 +106,7 @@ def load_artifact_set(path: Path, label: str) -> ArtifactSet:
                 f"{label}: {path / 'run_results.json'} is from `dbt {command}` ({WHY_NOT.get(command, 'not a build')});"
                 " give the artifacts of the step that built (build, run, test, seed or snapshot)"
             )
-        use = StepUse(path.name, command, True, "built", _selection_of(step, step).text)
-        return _assemble(label, str(path), [step], [use], record)
+        return _assemble(label, str(path), [step], [StepUse(path.name, command, True, "built")], record)
     folders = sorted(p for p in path.iterdir() if p.is_dir() and (re.match(r"\d+-", p.name) or _has_artifacts(p)))
     if not folders:
         raise ParityInputError(
@@ -141,20 +145,19 @@ def load_artifact_set(path: Path, label: str) -> ArtifactSet:
                 f"{label}: {folder.name}/run_results.json is from `dbt {_command(step.command)}`, not a building"
                 " step; the run folder is inconsistent: fetch the run's artifacts again"
             )
-    last = steps[-1]
-    texts = {folder.name: _selection_of(step, last).text for folder, step in zip(chosen, steps, strict=True)}
-    uses = [dataclasses.replace(u, invocation=texts.get(u.folder, "")) for u in uses]
     return _assemble(label, str(path), steps, uses, record)
 
 
 def artifact_set_from_json(manifest: Document, run_results: Document, label: str, source: str = "") -> ArtifactSet:
     """An ArtifactSet from one building step's documents (paths, bytes, text or dicts)."""
-    step = _checked(lambda: step_from_json(manifest, run_results), label)
+    with no_gc():
+        step = _checked(lambda: step_from_json(manifest, run_results), label)
     command = _command(step.command)
     if command not in BUILDING:
         raise ParityInputError(f"{label}: the run_results are from `dbt {command}` ({WHY_NOT.get(command, '')})")
-    use = StepUse(source or "documents", command, True, "built", _selection_of(step, step).text)
-    return _assemble(label, source or "documents", [step], [use], {})
+    use = StepUse(source or "documents", command, True, "built")
+    with no_gc():
+        return _assemble(label, source or "documents", [step], [use], {})
 
 
 def resolve_run(runs_dir: Path, run_id: str) -> Path:
@@ -187,7 +190,11 @@ def _assemble(
             elif node and result.name != node.name:
                 result = dataclasses.replace(result, name=node.name)
             results[result.unique_id] = result
-    selections = [_selection_of(step, last) for step in steps if not (step.command == "retry" and len(steps) > 1)]
+    selections = [_selection_of(step, last) for step in steps]
+    used = iter(selections)
+    uses = [dataclasses.replace(u, invocation=next(used).text) if u.used else u for u in uses]
+    if len(steps) > 1:  # `dbt retry` re-runs part of the step before it: that step's selection covers it
+        selections = [s for s, step in zip(selections, steps, strict=True) if step.command != "retry"]
     return ArtifactSet(
         label=label,
         source=source,

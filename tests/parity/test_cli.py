@@ -154,6 +154,6 @@ def test_cloud_job_goes_through_the_fetch_boundary(tmp_path: Path, monkeypatch: 
     )
     assert result.exit_code == 0, result.output
     assert asked == [cli_parity.CloudRunRef(job_id=42, host="emea.dbt.com", account_id=7)]
-    assert "`01-build`" in result.output
+    assert "`01-build`" in result.output and "| artifacts | `dbt Cloud job 42's last run` |" in result.output
     assert cli_parity.step_command("Invoke dbt with `dbt docs generate`") == "docs generate"
     assert cli_parity.step_command("Invoke dbt with `dbt source freshness`") == "source freshness"
