@@ -30,11 +30,10 @@ import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from pathlib import PurePosixPath
 from typing import Any
 
 from dbtflow.artifacts import ManifestNode, StepArtifacts
+from dbtflow.selection_methods import UnsupportedMethod, matcher
 
 # dbt's own grammar for one selector atom (dbt.graph.selector_spec.RAW_SELECTOR_PATTERN).
 _ATOM = re.compile(
@@ -56,14 +55,6 @@ SINCE: dict[str, tuple[tuple[int, int], str]] = {
     "exposure": ((1, 10), "dbt build runs exposures (as no-ops) from dbt 1.10"),
     "function": ((1, 11), "user-defined functions exist from dbt 1.11"),
 }
-UNSUPPORTED_METHODS = {
-    "state": "needs the comparison state (--state artifacts) that run used",
-    "result": "needs the previous run's results that run used",
-    "source_status": "needs the sources.json files that run compared",
-    "version": "needs model version metadata parity does not read",
-    "wildcard": "is not evaluated by parity",
-}
-_BY_NAME = ("exposure", "metric", "semantic_model", "saved_query")
 
 
 class Unsupported(Exception):
@@ -124,8 +115,10 @@ class _Selector:
     def executed(self) -> set[str]:
         args = self.step.args
         command = str(args.get("which") or "")
+        if command == "retry":
+            raise Unsupported("`dbt retry` re-runs an earlier step's failures, which parity cannot see")
         if command not in COMMAND_TYPES:
-            raise Unsupported(f"`dbt {command}` selects from an earlier run's results, which parity cannot see")
+            raise Unsupported(f"`dbt {command}` is not a command that builds nodes")
         selector, select = args.get("selector"), _tokens(args.get("select") or args.get("models"))
         if selector:
             direct, indirect = self._selector(str(selector))
@@ -211,12 +204,8 @@ class _Selector:
     def _criteria(self, d: Mapping[str, Any]) -> tuple[set[str], set[str]]:
         method = str(d.get("method") or "")
         value = str(d.get("value") if d.get("value") is not None else "")
-        parents = 0 if d.get("parents") else None
-        children = 0 if d.get("children") else None
-        if d.get("parents_depth") is not None:
-            parents = int(d["parents_depth"])
-        if d.get("children_depth") is not None:
-            children = int(d["children_depth"])
+        parents = int(d.get("parents_depth") or 0) if d.get("parents") or d.get("parents_depth") else None
+        children = int(d.get("children_depth") or 0) if d.get("children") or d.get("children_depth") else None
         indirect = str(d.get("indirect_selection") or self.indirect)
         return self._select(method, value, parents, children, bool(d.get("childrens_parents")), indirect)
 
@@ -270,39 +259,11 @@ class _Selector:
         return direct | {u for u in indirect - direct if set(self._parents(u)) <= around}
 
     def _match(self, method: str, value: str) -> set[str]:
-        name, _, rest = method.partition(".")
-        if not name:
-            name = "path" if "/" in value else "file" if value.lower().endswith((".sql", ".py", ".csv")) else "fqn"
-        if name in UNSUPPORTED_METHODS:
-            raise Unsupported(f"`{method}:{value}` {UNSUPPORTED_METHODS[name]}")
-        nodes = self.nodes.values()
-        if name == "fqn":
-            return {n.unique_id for n in nodes if _fqn_match(n, value)}
-        if name == "unit_test":
-            return {n.unique_id for n in nodes if n.resource_type == "unit_test" and _fqn_match(n, value)}
-        if name == "tag":
-            return {n.unique_id for n in nodes if any(fnmatchcase(t, value) for t in n.tags)}
-        if name == "path":
-            return {n.unique_id for n in nodes if _path_match(n.original_file_path, value)}
-        if name == "file":
-            return {n.unique_id for n in nodes if _file_match(n.original_file_path, value)}
-        if name == "package" and value != "this":
-            return {n.unique_id for n in nodes if fnmatchcase(n.package_name or "", value)}
-        if name == "resource_type":
-            return {n.unique_id for n in nodes if n.resource_type == value}
-        if name == "source":
-            return {n.unique_id for n in nodes if n.resource_type == "source" and _source_match(n, value)}
-        if name in _BY_NAME:
-            return {n.unique_id for n in nodes if n.resource_type == name and _name_match(n, value)}
-        if name == "config" and rest:
-            return {n.unique_id for n in nodes if _config_match(n.config, rest.split("."), value)}
-        if name == "test_name":
-            return {n.unique_id for n in nodes if n.test_name and fnmatchcase(n.test_name, value)}
-        if name == "test_type":
-            return {n.unique_id for n in nodes if _test_type(n) in _TEST_TYPES.get(value, (value,))}
-        if name in ("group", "access"):
-            return {n.unique_id for n in nodes if n.config.get(name) == value}
-        raise Unsupported(f"`{method}:{value}` uses a selector method parity does not evaluate")
+        try:
+            matches = matcher(method, value)
+        except UnsupportedMethod as exc:
+            raise Unsupported(str(exc.args[0])) from None
+        return {n.unique_id for n in self.nodes.values() if matches(n)}
 
     # --- the graph ----------------------------------------------------------------------
     def _parents(self, uid: str) -> Iterable[str]:
@@ -336,9 +297,6 @@ class _Selector:
         return seen
 
 
-_TEST_TYPES = {"data": ("generic", "singular"), "generic": ("generic",), "singular": ("singular",), "unit": ("unit",)}
-
-
 def _is_exclude(item: Any) -> bool:
     return isinstance(item, Mapping) and set(item) == {"exclude"}
 
@@ -348,84 +306,3 @@ def _tokens(value: Any) -> list[str]:
         return []
     items = [value] if isinstance(value, str) else list(value)
     return [token for item in items for token in str(item).split()]
-
-
-def _fqn_match(node: ManifestNode, selector: str) -> bool:
-    """dbt's `is_selected_node`, for the fqn with and without its package."""
-    fqn = list(node.fqn)
-    if not fqn:
-        return False
-    return _fqn_prefix(fqn, selector, node.version is not None) or _fqn_prefix(
-        fqn[1:], selector, node.version is not None
-    )
-
-
-def _fqn_prefix(fqn: list[str], selector: str, versioned: bool) -> bool:
-    if not fqn:
-        return False
-    if fqn[-1] == selector or fnmatchcase(fqn[-1], selector):
-        return True
-    if versioned and len(fqn) > 1 and (fqn[-2] == selector or "_".join(fqn[-2:]) == selector.replace(".", "_")):
-        return True
-    flat = [part for segment in fqn for part in segment.split(".")]
-    wanted = selector.split(".")
-    if len(flat) < len(wanted):
-        return False
-    for have, want in zip(flat, wanted, strict=False):
-        if want == "*":
-            return True
-        if not fnmatchcase(have, want):
-            return False
-    return True
-
-
-def _path_match(path: str | None, selector: str) -> bool:
-    if not path:
-        return False
-    pattern = selector.strip().removeprefix("./").rstrip("/")
-    file = PurePosixPath(path.replace("\\", "/"))
-    return any(fnmatchcase(str(p), pattern) for p in (file, *file.parents) if str(p) != ".")
-
-
-def _file_match(path: str | None, selector: str) -> bool:
-    if not path:
-        return False
-    file = PurePosixPath(path.replace("\\", "/"))
-    return fnmatchcase(file.name, selector) or fnmatchcase(file.stem, selector)
-
-
-def _source_match(node: ManifestNode, selector: str) -> bool:
-    parts = selector.split(".")
-    have = {
-        1: [node.source_name],
-        2: [node.source_name, node.name],
-        3: [node.package_name, node.source_name, node.name],
-    }
-    values = have.get(len(parts))
-    return values is not None and all(fnmatchcase(v or "", p) for v, p in zip(values, parts, strict=True))
-
-
-def _name_match(node: ManifestNode, selector: str) -> bool:
-    package, _, name = selector.rpartition(".")
-    return fnmatchcase(node.name, name) and (not package or fnmatchcase(node.package_name or "", package))
-
-
-def _config_match(config: Mapping[str, Any], keys: list[str], selector: str) -> bool:
-    value: Any = config
-    for key in keys:
-        if not isinstance(value, Mapping) or key not in value:
-            return False
-        value = value[key]
-    wanted: Any = selector
-    if keys == ["severity"]:
-        value, wanted = str(value).lower(), selector.lower()
-    values = value if isinstance(value, list) else [value]
-    return wanted in values or (selector.lower() == "true" and True in values)
-
-
-def _test_type(node: ManifestNode) -> str | None:
-    if node.resource_type == "unit_test":
-        return "unit"
-    if node.resource_type == "test":
-        return "generic" if node.test_name else "singular"
-    return None
