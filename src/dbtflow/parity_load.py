@@ -99,7 +99,7 @@ def _load(path: Path, label: str) -> ArtifactSet:
         raise ParityInputError(f"{label}: {path} is not a folder; give a folder of dbt artifacts or a run folder")
     record = _run_record(path)
     if (path / "run_results.json").exists() or (path / "manifest.json").exists():
-        step = _checked(lambda: step_from_json(path / "manifest.json", path / "run_results.json", folder=path), label)
+        step = _read(label, path / "manifest.json", path / "run_results.json", path)
         command = _command(step.command)
         if command not in BUILDING:
             raise ParityInputError(
@@ -130,15 +130,8 @@ def _load(path: Path, label: str) -> ArtifactSet:
     if not chosen:
         listed = ", ".join(f"{u.folder} ({u.command}: {u.why})" for u in uses)
         raise ParityInputError(f"{label}: no step in {path} built anything: {listed}")
-    steps = [
-        _checked(
-            lambda f=folder: step_from_json(  # type: ignore[misc]
-                f / "manifest.json" if f == chosen[-1] else None, f / "run_results.json", folder=f
-            ),
-            label,
-        )
-        for folder in chosen
-    ]
+    # only the last building step's manifest is read: the steps of one run share the project
+    steps = [_read(label, f / "manifest.json" if f == chosen[-1] else None, f / "run_results.json", f) for f in chosen]
     for folder, step in zip(chosen, steps, strict=True):
         if _command(step.command) not in BUILDING:
             raise ParityInputError(
@@ -151,7 +144,7 @@ def _load(path: Path, label: str) -> ArtifactSet:
 def artifact_set_from_json(manifest: Document, run_results: Document, label: str, source: str = "") -> ArtifactSet:
     """An ArtifactSet from one building step's documents (paths, bytes, text or dicts)."""
     with no_gc():
-        step = _checked(lambda: step_from_json(manifest, run_results), label)
+        step = _read(label, manifest, run_results)
     command = _command(step.command)
     if command not in BUILDING:
         raise ParityInputError(f"{label}: the run_results are from `dbt {command}` ({WHY_NOT.get(command, '')})")
@@ -224,14 +217,13 @@ def _union(selections: list[Selection]) -> Selection:
     return Selection(text, frozenset().union(*(s.nodes or frozenset() for s in selections)))
 
 
-def _checked(read: Any, label: str) -> StepArtifacts:
+def _read(label: str, manifest: Document | None, run_results: Document, folder: Path | None = None) -> StepArtifacts:
     try:
-        step: StepArtifacts = read()
+        return step_from_json(manifest, run_results, folder=folder)
     except ArtifactError as exc:
         raise ParityInputError(f"{label}: {exc}") from None
     except OSError as exc:
         raise ParityInputError(f"{label}: cannot read {exc.filename}: {exc.strerror}") from None
-    return step
 
 
 def _run_record(path: Path) -> dict[str, Any]:
