@@ -61,7 +61,7 @@ FAILED = frozenset({"error", "fail", "runtime error"})
 SUPPORTED_SCHEMAS = {"manifest": range(10, 13), "run-results": range(4, 7)}
 _SCHEMA = re.compile(r"/(manifest|run-results|sources|catalog)/v(\d+)\.json")
 # Manifest sections whose entries are graph members (selectable, in parent_map).
-_SECTIONS = ("nodes", "sources", "unit_tests", "exposures", "metrics", "semantic_models", "saved_queries")
+_SECTIONS = ("nodes", "sources", "unit_tests", "exposures", "metrics", "semantic_models", "saved_queries", "functions")
 
 Document = Path | bytes | str | Mapping[str, Any]
 

@@ -42,7 +42,7 @@ _ATOM = re.compile(
 )
 # What each command executes (before `--resource-type`), and from which dbt version a type runs.
 COMMAND_TYPES = {
-    "build": frozenset({"model", "seed", "snapshot", "test", "unit_test", "exposure", "function"}),
+    "build": frozenset({"model", "seed", "snapshot", "test", "unit_test", "exposure", "saved_query", "function"}),
     "run": frozenset({"model"}),
     "test": frozenset({"test", "unit_test"}),
     "seed": frozenset({"seed"}),
