@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from dbtflow.artifacts import NodeResult, no_gc
+from dbtflow.artifacts import ManifestNode, NodeResult, no_gc
 from dbtflow.parity_load import ArtifactSet, ParityInputError
 from dbtflow.selection import SINCE, dbt_version, runs_type
 
@@ -145,6 +145,7 @@ def _compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
     differences: dict[str, Difference] = {}
     same = 0
     by_type: dict[str, Counter[str]] = {}
+    twins = _Twins()
     for uid in sorted(cloud.results.keys() | prefect.results.keys()):
         a, b = cloud.results.get(uid), prefect.results.get(uid)
         rtype = (a or b).resource_type  # type: ignore[union-attr]
@@ -153,7 +154,7 @@ def _compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
         counts["prefect"] += b is not None
         if a is None or b is None:
             ran, other, kind = (cloud, prefect, "only_cloud") if b is None else (prefect, cloud, "only_prefect")
-            diff: Difference | None = _one_sided(uid, ran, other, kind)
+            diff: Difference | None = _one_sided(uid, ran, other, kind, twins)
         else:
             counts["both"] += 1
             diff = _both(uid, cloud, prefect, a, b)
@@ -166,7 +167,7 @@ def _compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
     return ParityReport(cloud, prefect, list(differences.values()), same, by_type)
 
 
-def _one_sided(uid: str, ran: ArtifactSet, other: ArtifactSet, kind: str) -> Difference:
+def _one_sided(uid: str, ran: ArtifactSet, other: ArtifactSet, kind: str, twins_of: _Twins) -> Difference:
     result = ran.results[uid]
     node, there = ran.step.nodes.get(uid), other.step.nodes.get(uid)
     rtype = result.resource_type
@@ -184,9 +185,11 @@ def _one_sided(uid: str, ran: ArtifactSet, other: ArtifactSet, kind: str) -> Dif
         if uid in other.step.disabled:
             return diff("disabled", f"disabled in {other.label}'s project (enabled: false), so it never runs there")
         if rtype in TESTS and _versions_differ(ran, other) and node and _all_in(node.depends_on, other):
+            twins = [t for t in twins_of.of(other, node) if t not in ran.step.nodes] if node.test_name else []
+            named = f" (dbt {other.dbt_version} names the same test `{twins[0]}`)" if len(twins) == 1 else ""
             return diff(
                 "dbt_version",
-                f"a {rtype.replace('_', ' ')} that exists only under dbt {ran.dbt_version} ({ran.label}); "
+                f"a {rtype.replace('_', ' ')} that exists only under dbt {ran.dbt_version} ({ran.label}){named}; "
                 f"{other.label}'s dbt {other.dbt_version} did not generate it, though what it tests is in both",
             )
         if kind == "only_prefect":
@@ -296,6 +299,22 @@ def _statuses(cloud: ArtifactSet, prefect: ArtifactSet, a: Side, b: Side) -> str
 def _checksum_changed(uid: str, cloud: ArtifactSet, prefect: ArtifactSet) -> bool:
     old, new = cloud.step.nodes.get(uid), prefect.step.nodes.get(uid)
     return bool(old and new and old.checksum and new.checksum and old.checksum != new.checksum)
+
+
+class _Twins:
+    """Generic tests by (test name, tested nodes) per run, built on first use during one comparison."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[int, dict[tuple[str | None, tuple[str, ...]], list[str]]] = {}
+
+    def of(self, run: ArtifactSet, test: ManifestNode) -> list[str]:
+        index = self._by_run.get(id(run))
+        if index is None:
+            index = self._by_run[id(run)] = {}
+            for node in run.step.nodes.values():
+                if node.test_name:
+                    index.setdefault((node.test_name, node.depends_on), []).append(node.unique_id)
+        return index.get((test.test_name, test.depends_on), [])
 
 
 def _versions_differ(a: ArtifactSet, b: ArtifactSet) -> bool:

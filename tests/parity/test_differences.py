@@ -21,6 +21,7 @@ EXPOSURE, HOOK = f"exposure.{P}.dashboard", f"operation.{P}.{P}-on-run-start-0"
 OLD_TEST = f"test.{P}.accepted_values_stg_brands_kind.abc123"
 FLAKY, AFTER, FLAKY_TEST = f"model.{P}.flaky", f"model.{P}.after_flaky", f"test.{P}.unique_flaky_id"
 CHANGED_TEST, MYSTERY, EXCLUDED = f"test.{P}.not_null_changed_id", f"model.{P}.mystery", f"model.{P}.legacy_excluded"
+NEW_NAME_TEST = f"test.{P}.accepted_values_stg_brands_kind.def456"  # the same test as OLD_TEST, named by dbt 1.10
 
 
 def common() -> list[dict]:
@@ -82,6 +83,7 @@ def prefect_docs(select: list[str] | None = None) -> tuple[dict, dict]:
         node(CHANGED_TEST, test_name="not_null", depends_on=(CHANGED,)),
         node(EPHEMERAL, tags=("daily",), materialized="ephemeral", depends_on=(STG,)),
         node(UNIT, depends_on=(STG,)),
+        node(NEW_NAME_TEST, test_name="accepted_values", depends_on=(STG,)),
     ]
     results = [
         (SEED, "success"),
@@ -98,6 +100,7 @@ def prefect_docs(select: list[str] | None = None) -> tuple[dict, dict]:
         (AFTER, "skipped"),
         (FLAKY_TEST, "skipped"),
         (EXCLUDED, "success"),
+        (NEW_NAME_TEST, "pass"),
     ]
     return (
         manifest(nodes, dbt_version="1.10.4", disabled=[node(LEGACY_SEED, tags=("raw",))]),
@@ -127,6 +130,7 @@ EXPECTED = {
     EXPOSURE: ("only_prefect", "dbt_version", True),
     HOOK: ("only_prefect", "dbt_version", True),
     OLD_TEST: ("only_cloud", "dbt_version", True),
+    NEW_NAME_TEST: ("only_prefect", "dbt_version", True),
     FLAKY: ("status", "status", False),
     AFTER: ("status", "upstream", True),
     FLAKY_TEST: ("status", "upstream", True),
@@ -149,7 +153,8 @@ def test_every_kind_of_difference_has_its_reason(pair: tuple[Path, Path]):
     assert "ephemeral in Prefect's project" in why[EPHEMERAL]
     assert "unit tests exist from dbt 1.8" in why[UNIT] and "1.7.0" in why[UNIT]
     assert "exposures" in why[EXPOSURE] and "hooks" in why[HOOK]
-    assert "exists only under dbt 1.7.0" in why[OLD_TEST]
+    assert "exists only under dbt 1.7.0" in why[OLD_TEST] and f"names the same test `{NEW_NAME_TEST}`" in why[OLD_TEST]
+    assert f"dbt 1.7.0 names the same test `{OLD_TEST}`" in why[NEW_NAME_TEST]
     assert "relation brands_v2 does not exist" in why[FLAKY] and "dbt Cloud ok (OK)" in why[FLAKY]
     assert f"because `{FLAKY}` failed there" in why[AFTER]
     assert f"`{CHANGED}`" in why[CHANGED_TEST] and "Got 2 results" in why[CHANGED_TEST]
@@ -165,7 +170,7 @@ def test_report_lists_unexplained_first_and_is_json_serialisable(pair: tuple[Pat
     report = compare(load_artifact_set(cloud, "dbt Cloud"), load_artifact_set(prefect, "Prefect"))
     markdown = report_markdown(report)
     assert markdown.startswith("# dbt parity: ❌ 2 unexplained differences")
-    assert markdown.index("## Unexplained (2)") < markdown.index("## Explained (14)")
+    assert markdown.index("## Unexplained (2)") < markdown.index("## Explained (15)")
     for title in (
         "selected by one run only (2)",
         "added (only in Prefect's manifest) (1)",
@@ -175,7 +180,7 @@ def test_report_lists_unexplained_first_and_is_json_serialisable(pair: tuple[Pat
     assert "| dbt | 1.7.0 | 1.10.4 |" in markdown
     assert "| schemas | manifest v11, run_results v5 | manifest v12, run_results v6 |" in markdown
     data = json.loads(json.dumps(report_json(report)))
-    assert data["exit_code"] == 1 and data["counts"]["unexplained"] == 2 and data["counts"]["differences"] == 16
+    assert data["exit_code"] == 1 and data["counts"]["unexplained"] == 2 and data["counts"]["differences"] == 17
     assert data["prefect"]["flow_run_id"] == "7d0c1ad8-5a4f-4b9e-9a57-3c1a2b3c4d5e"
     flaky = next(d for d in data["differences"] if d["unique_id"] == FLAKY)
     assert flaky["cloud"]["normalized"] == "ok" and flaky["prefect"]["normalized"] == "failed"
