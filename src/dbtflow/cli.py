@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_deploy import deploy, schedules_app
+from dbtflow.cli_parity import parity
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
@@ -171,6 +172,8 @@ class _NodeProgress:
                 if total and self._progress.tasks[0].total != total:
                     self._progress.update(self._task, total=total, completed=0)
 
+
+app.command("parity")(parity)
 
 if __name__ == "__main__":
     app()
