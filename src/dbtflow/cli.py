@@ -25,6 +25,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dbtflow.cli_cloud import app as cloud_app
+from dbtflow.cli_cutover import OneLine, cutover, rollback
 from dbtflow.cli_deploy import deploy, schedules_app
 from dbtflow.cli_parity import parity
 from dbtflow.errors import UserError
@@ -37,6 +38,8 @@ out = Console()
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
 app.add_typer(cloud_app, name="cloud")
+app.command("cutover", cls=OneLine)(cutover)
+app.command("rollback", cls=OneLine)(rollback)
 
 
 @app.callback()
