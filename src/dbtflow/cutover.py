@@ -146,10 +146,8 @@ def choose(
     if not job_ids:
         job_ids = [by_slug[s].dbt_cloud_job_id for s in chosen if s in by_slug and by_slug[s].dbt_cloud_job_id]  # type: ignore[misc]
     if not job_ids:
-        where = f"the schedules in {file}" if file else "no schedules file"
-        raise UserError(
-            f"no dbt Cloud job to switch off ({where} carry no dbt_cloud_job_id): pass --job ID for each job"
-        )
+        where = f"schedule(s) {', '.join(chosen)} carry no dbt_cloud_job_id in {file}" if file else "no schedules file"
+        raise UserError(f"no dbt Cloud job to switch off ({where}): pass --job ID for each job")
     return deployment, chosen, list(dict.fromkeys(int(j) for j in job_ids))
 
 
