@@ -66,9 +66,12 @@ def _journal_where(deployment: str, path: Path | None, key: str | None) -> tuple
 
 
 def _command(ctx: Any) -> str:
-    """The command line as the options were given (no secrets are options)."""
+    """The command line as the options were given, defaults left out (no secret is ever an option)."""
     parts = [f"dbtflow {ctx.info_name}"]
     for name, value in ctx.params.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name == "DEFAULT":
+            continue
         flag = "--" + name.replace("_", "-")
         for item in value if isinstance(value, list | tuple) else [value]:
             if item is True:

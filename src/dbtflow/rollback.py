@@ -46,19 +46,30 @@ class Undo:
     def line(self) -> str:
         what = object_key(self.change.object)
         field = self.change.field
-        if self.change.object["kind"] == "prefect_schedule" and self.now is None:
-            return f"  = {what}: no longer exists, nothing to pause"
+        if self.change.object["kind"] == "prefect_schedule":
+            if self.now is None:
+                return f"  = {what}: no longer exists, nothing to pause"
+            state = {True: "active", False: "paused"}
+            if not self.write:
+                return f"  = {what}: already {state[bool(self.change.before)]}"
+            return f"  ~ {what}: {state[bool(self.now)]} -> {state[bool(self.change.before)]}"
         if not self.write:
-            return f"  = {what}: {field} already {_short(self.change.before)}"
-        return f"  ~ {what}: {field} {_short(self.now)} -> {_short(self.change.before)}"
+            return f"  = {what}: already as recorded ({_short(self.change.before)})"
+        if isinstance(self.now, dict) and isinstance(self.change.before, dict):
+            keys = [k for k in {**self.now, **self.change.before} if self.now.get(k) != self.change.before.get(k)]
+            diffs = ", ".join(
+                f"{field}.{k} {_short(self.now.get(k))} -> {_short(self.change.before.get(k))}" for k in keys
+            )
+            return f"  ~ {what}: {diffs}"
+        return f"  ~ {what}: {_short(self.now)} -> {_short(self.change.before)}"
 
 
 def _short(value: Any) -> str:
     if isinstance(value, bool):
-        return "active" if value else "paused"
+        return str(value).lower()
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {str(v).lower()}" for k, v in value.items()) + "}"
-    return repr(value)
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in sorted(value.items())) + "}"
+    return "null" if value is None else str(value)
 
 
 def plan_rollback(
