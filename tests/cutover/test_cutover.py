@@ -323,3 +323,46 @@ def test_rollback_without_any_journal_is_one_line_exit_2(site: Site) -> None:
     result = site.run("rollback", "--deployment", site.deployment)
     assert result.exit_code == 2
     assert "no cutover journal at" in one_line(result.stderr)
+
+
+def test_a_journal_save_that_fails_stops_cutover_before_the_next_change(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dbtflow import prefect_docs
+
+    original, real_save, saves = site.cloud.snapshot_jobs(), prefect_docs.save, []
+
+    def save(*args: Any, **kwargs: Any) -> None:
+        saves.append(1)
+        if len(saves) == 3:  # the pending record of the second job
+            raise RuntimeError("Prefect API down")
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(prefect_docs, "save", save)
+    result = site.run(*site.cutover_args("--apply"))
+    assert result.exit_code == 1, result.output
+    assert "cannot write the cutover journal to Prefect" in one_line(result.stderr)
+    assert not schedule_on(site, 1001) and schedule_on(site, 1002)  # the second change was never made
+    assert site.journal_on_disk()["revision"] == 3 and site.journal_in_prefect()["revision"] == 2  # type: ignore[index]
+
+    monkeypatch.setattr(prefect_docs, "save", real_save)
+    result = site.run("rollback", "--deployment", site.deployment)  # the file is newer: it wins
+    assert result.exit_code == 0, result.output
+    assert site.cloud.snapshot_jobs() == original and site.journal_in_prefect() == site.journal_on_disk()
+
+
+def test_a_stale_journal_file_loses_to_prefect_and_a_different_one_is_refused(site: Site) -> None:
+    original = site.cloud.snapshot_jobs()
+    assert site.run(*site.cutover_args("--apply")).exit_code == 0
+    stale = site.journal_file.read_text()
+    assert site.run("rollback", "--deployment", site.deployment).exit_code == 0
+    site.journal_file.write_text(stale)  # e.g. a copy from before the rollback, on another machine
+    result = site.run("rollback", "--deployment", site.deployment)
+    assert result.exit_code == 0 and "nothing to roll back" in result.output
+    assert site.cloud.snapshot_jobs() == original
+
+    doc = json.loads(stale)
+    doc["entries"] = doc["entries"][1:]
+    site.journal_file.write_text(json.dumps(doc))
+    result = site.run("rollback", "--deployment", site.deployment)
+    assert result.exit_code == 2 and "disagree" in one_line(result.stderr)
