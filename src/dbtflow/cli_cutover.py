@@ -104,6 +104,19 @@ def _one_line_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def _prefect_api() -> str:
+    """The configured Prefect API URL; cutover and rollback never start an ephemeral one."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        raise UserError(
+            "PREFECT_API_URL is not set: point it (or a Prefect profile) at the server or Cloud workspace "
+            "that runs the deployment"
+        )
+    return str(url)
+
+
 def _cloud_factory(account: str | None, base_url: str | None, token_block: str | None, token_env: str) -> Any:
     from dbtflow.dbtcloud import DbtCloudClient, normalize_base_url, resolve_token
 
@@ -185,6 +198,7 @@ def _cutover(
     from dbtflow.cutover_journal import Actor, JournalStore
 
     max_age, reports, job_ids = parse_age(max_parity_age), parse_reports(parity_report), _ids("--job", job)
+    _prefect_api()
     if schedules_file is None:
         schedules_file = next((p for p in (Path("deploy/schedules.yaml"), Path("prefect.yaml")) if p.is_file()), None)
     name, slugs, job_ids = choose(schedules_file, deployment, schedule, job_ids)
@@ -263,8 +277,10 @@ def _rollback(
     from dbtflow import deploy_history
     from dbtflow.cutover import resolve_pending
     from dbtflow.cutover_journal import Actor, JournalStore
+    from dbtflow.dbtcloud import normalize_base_url
     from dbtflow.rollback import apply_rollback, plan_rollback
 
+    _prefect_api()
     path, key = _journal_where(deployment, journal_path, journal_key)
     actor = Actor.current(_command(ctx))
     cloud: Any = None
@@ -284,11 +300,13 @@ def _rollback(
                     raise UserError(
                         f"--account {account} is not the journal's dbt Cloud account {header['account_id']}"
                     )
-                cloud = _cloud_factory(
-                    str(header["account_id"]), base_url or header["base_url"], token_block, token_env
-                )
+                if base_url and normalize_base_url(base_url) != header["base_url"]:
+                    raise UserError(f"--base-url {base_url} is not the journal's dbt Cloud host {header['base_url']}")
+                cloud = _cloud_factory(str(header["account_id"]), header["base_url"], token_block, token_env)
                 if journal.pending and not plan:
                     _say(resolve_pending(journal, store, prefect, cloud) or "")
+                elif journal.pending:
+                    _say("a change was interrupted (pending in the journal): rollback settles it first")
                 undos = plan_rollback(journal, prefect, cloud, force)
                 _say(f"journal {store.where()}: {len(undos)} change(s) to undo")
                 for undo in undos:

@@ -366,3 +366,14 @@ def test_a_stale_journal_file_loses_to_prefect_and_a_different_one_is_refused(si
     site.journal_file.write_text(json.dumps(doc))
     result = site.run("rollback", "--deployment", site.deployment)
     assert result.exit_code == 2 and "disagree" in one_line(result.stderr)
+
+
+def test_without_a_prefect_api_nothing_starts_and_nothing_changes(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL")
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        for args in (site.cutover_args("--apply"), ["rollback"]):
+            result = site.run(*args)
+            assert result.exit_code == 2 and "PREFECT_API_URL is not set" in one_line(result.stderr)
+    assert site.job_posts() == 0
