@@ -15,6 +15,7 @@ Contract
   A dbt Cloud job is written by a read-modify-write of the whole job with only
   `triggers.schedule=false`, `expect`ing the triggers and `updated_at` it planned from, so a job
   edited meanwhile is refused (`JobChanged`), not overwritten.
+- The journal's `runs` list keeps, per applying run, who ran it and the parity reports it accepted.
 - Idempotent: a second run plans no change and writes nothing, not even the journal.
 - On failure midway it does NOT undo: the journal holds exactly the completed changes (plus the
   one in flight as `pending`), and `dbtflow rollback` restores everything from it; re-running
@@ -43,7 +44,7 @@ from prefect.exceptions import ObjectNotFound
 
 from dbtflow import schedules
 from dbtflow.cutover_gate import ParityEvidence, check_reports
-from dbtflow.cutover_journal import Actor, Journal, JournalStore
+from dbtflow.cutover_journal import Actor, Journal, JournalStore, now_iso
 from dbtflow.dbtcloud import DbtCloudClient, DbtCloudError
 from dbtflow.errors import UserError
 
@@ -253,6 +254,11 @@ def apply_cutover(
     """Make the plan's changes, journaling each before the next; returns how many were made."""
     done = 0
     todo = plan.changes
+    evidence = [
+        {"target": e.target, "report": str(e.path), "verdict": e.verdict, "generated_at": e.generated_at.isoformat()}
+        for e in plan.evidence
+    ]
+    journal.doc.setdefault("runs", []).append({**actor.as_dict(), "at": now_iso(), "parity": evidence})
     try:
         for job in (j for j in plan.jobs if j.needed):
             journal.begin("cutover", job.object(), "triggers", job.before, job.after, actor)

@@ -52,6 +52,7 @@ def test_cutover_then_rollback_leaves_every_job_byte_for_byte_and_the_schedules_
         ("cutover", "prod"),
         ("cutover", "dev"),
     ]
+    assert [r["target"] for r in on_disk["runs"][0]["parity"]] == ["dev", "prod"]
     first = on_disk["entries"][0]
     assert first["before"]["schedule"] is True and first["after"]["schedule"] is False
     command = first["by"]["command"]
