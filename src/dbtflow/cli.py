@@ -25,7 +25,9 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dbtflow.cli_cloud import app as cloud_app
+from dbtflow.cli_cutover import OneLine, cutover, rollback
 from dbtflow.cli_deploy import deploy, schedules_app
+from dbtflow.cli_parity import parity
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
@@ -36,6 +38,8 @@ out = Console()
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
 app.add_typer(cloud_app, name="cloud")
+app.command("cutover", cls=OneLine)(cutover)
+app.command("rollback", cls=OneLine)(rollback)
 
 
 @app.callback()
@@ -171,6 +175,8 @@ class _NodeProgress:
                 if total and self._progress.tasks[0].total != total:
                     self._progress.update(self._task, total=total, completed=0)
 
+
+app.command("parity")(parity)
 
 if __name__ == "__main__":
     app()

@@ -4,6 +4,9 @@ Contract
 - `dbtflow deploy` deploys from prefect.yaml through Prefect's own `prefect deploy`, then makes
   the deployment's schedules match the file (`schedules apply`): one command, any Prefect server.
   `--print-cloud-commands` prints the Prefect Cloud quickstart instead and changes nothing.
+- Before deploying, `dbtflow deploy` records the deployment's current configuration (if it
+  exists) in its deploy history (`dbtflow.deploy_history`), which `dbtflow rollback
+  --deployment-version previous` re-applies; if it cannot record, it does not deploy.
 - `dbtflow schedules apply [FILE]` makes a deployment's schedules exactly the declared ones
   (see `dbtflow.schedules`); `--dry-run` prints the diff and changes nothing. Idempotent.
 
@@ -111,12 +114,38 @@ def deploy(
         return
     if not prefect_file.is_file():
         raise _fail(UserError(f"{prefect_file} not found: run from the repository root or pass --prefect-file"))
+    try:
+        _record_history(prefect_file, name)
+    except UserError as exc:
+        raise _fail(exc) from None
     argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file)]
     done = subprocess.run([*argv, "--name", name], check=False)
     if done.returncode != 0:
         err.print(f"error: `prefect deploy` failed (exit {done.returncode}); see its output above", markup=False)
         raise typer.Exit(1)
     apply_schedules(prefect_file, deployment=None, dry_run=False, project_dir=None)
+
+
+def _record_history(prefect_file: Path, name: str) -> None:
+    """Keep the deployment's current configuration (if any) for `dbtflow rollback --deployment-version`."""
+    from prefect import get_client
+
+    from dbtflow import deploy_history, schedules
+    from dbtflow.cutover_journal import Actor
+
+    deployment, _ = schedules.load(prefect_file, name)
+    try:
+        with get_client(sync_client=True) as client:
+            entry = deploy_history.record(client, deployment, "deploy", Actor.current(f"dbtflow deploy --name {name}"))
+    except Exception as exc:  # no history, no deploy: a rollback must always have the previous configuration
+        raise UserError(
+            f"cannot record {deployment}'s current configuration before deploying ({exc}".splitlines()[0] + ")"
+        ) from None
+    if entry is not None:
+        out.print(
+            f"recorded {deployment}'s current configuration as {entry['id']} (rollback: --deployment-version previous)",
+            markup=False,
+        )
 
 
 def _github_repo() -> str:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import os
 import re
 import threading
 from pathlib import Path
@@ -46,6 +45,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
+from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
 from dbtflow.errors import UserError
 from dbtflow.invoke import StepOutcome, StepPaths, run_step
 from dbtflow.outcome import RunOutcome, StepReport
@@ -61,10 +61,6 @@ PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 # The folder of the latest run in this process, for a caller (the CLI) whose flow call failed
 # after dbt finished, e.g. when the Prefect API went away before the final state was set.
 LATEST_RUN: list[Path | None] = [None]
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get("DBTFLOW_RUNS_DIR") or Path.cwd() / ".dbtflow" / "runs")
 
 
 def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | None = None) -> Flow[..., Any]:
