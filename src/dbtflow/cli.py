@@ -24,11 +24,13 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow.cli_blocks import app as blocks_app
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
+app.add_typer(blocks_app, name="blocks")
 err = Console(stderr=True)
 out = Console()
 
