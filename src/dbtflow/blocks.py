@@ -276,7 +276,7 @@ def _save(block: Any, name: str, *, rotate: bool = False, tag_type: bool = False
     slug = block.get_block_type_slug()
     document = _read_document(slug, name)
     own = _own_data(block)
-    refs = {k: v._block_document_id for k in own if isinstance(v := getattr(block, _attr(block, k), None), Block)}
+    refs = {k: v._block_document_id for k, v in own.items() if isinstance(v, Block)}
     if document is None:
         changed = tuple(k for k, v in own.items() if v not in (None, "", {}) and k not in refs)
     else:
@@ -302,17 +302,21 @@ def _save(block: Any, name: str, *, rotate: bool = False, tag_type: bool = False
     return Change(action, f"{slug}/{name}", changed)
 
 
-def _attr(block: Any, key: str) -> str:
-    """The attribute behind a dumped key (`schema` is the alias of `schema_`)."""
-    for attr, info in type(block).model_fields.items():
-        if info.alias == key:
-            return str(attr)
-    return key
-
-
 def _own_data(block: Any) -> dict[str, Any]:
-    keys = block.model_json_schema(by_alias=False)["properties"].keys()
-    data: dict[str, Any] = block.model_dump(mode="json", by_alias=True, include=keys, context={"include_secrets": True})
+    """The block's fields as the API stores them, secrets revealed (in memory only, to compare)."""
+    from prefect.blocks.core import Block
+    from pydantic import SecretBytes, SecretStr
+    from pydantic_core import to_jsonable_python
+
+    data: dict[str, Any] = {}
+    for attr, info in type(block).model_fields.items():
+        value = getattr(block, attr)
+        if isinstance(value, SecretStr | SecretBytes):
+            secret = value.get_secret_value()
+            value = secret.decode() if isinstance(secret, bytes) else secret
+        elif not isinstance(value, Block):
+            value = to_jsonable_python(value)
+        data[info.serialization_alias or info.alias or attr] = value
     return data
 
 

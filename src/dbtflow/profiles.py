@@ -217,6 +217,10 @@ class _BlockResolver:
                 f"cannot reach the Prefect API to read block {block} ({type(exc).__name__}): "
                 "check PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud)"
             ) from None
+        from dbtflow.blocks import MANAGED
+
+        expected = {s for s, n in referenced_blocks(self.project, self.target) if n == name} | set(MANAGED)
+        others = [other for other in others if other not in expected]
         if others:
             raise UserError(
                 f"profiles.yml target {self.target!r} expects a {slug} block named {name!r}, but {name!r} is a "
