@@ -18,6 +18,10 @@ by rewriting it (`FakeSnowflake.set_user`); passwords are stored as SHA-256 dige
 keys as public keys, so the registry holds nothing secret. Sessions already open stay valid
 (as in Snowflake, where revoking a key does not end live sessions).
 
+Like Snowflake, a query request retried with the same `requestId` (the connector retries when a
+response takes longer than its 60 s socket timeout, which happens on a loaded machine) gets the
+first execution's answer instead of running again: without that, a slow seed insert ran twice.
+
 `POST /__fakesnowflake__/reset` swaps in an empty in-memory database (fakesnow cannot re-run
 incremental models or snapshots, so each dbt run gets a fresh one); `FakeSnowflake` runs the
 server in its own process (python tests/fakesnowflake.py --port N --users FILE), one per test.
@@ -26,6 +30,7 @@ server in its own process (python tests/fakesnowflake.py --port N --users FILE),
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import gzip
@@ -90,10 +95,11 @@ def build_app(users_file: Path) -> Any:
     from fakesnow.instance import FakeSnow
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    login_path = "/session/v1/login-request"
+    login_path, query_path = "/session/v1/login-request", "/queries/v1/query-request"
+    answers: dict[str, asyncio.Future[Response]] = {}
 
     async def gated_login(request: Request) -> Any:
         body = await request.body()  # cached on the request: fakesnow's handler reads it again
@@ -107,16 +113,37 @@ def build_app(users_file: Path) -> Any:
             return JSONResponse({"data": data, "code": code, "message": message, "success": False})
         return await fs_server.login_request(request)
 
+    async def query_once(request: Request) -> Response:
+        request_id = request.query_params.get("requestId")
+        if not request_id:
+            return await fs_server.query_request(request)
+        if request_id in answers:  # a retry: answer as the first execution did
+            first = await asyncio.shield(answers[request_id])
+            return Response(first.body, status_code=first.status_code, media_type="application/json")
+        answers[request_id] = asyncio.get_running_loop().create_future()
+        try:
+            response: Response = await fs_server.query_request(request)
+        except BaseException as exc:
+            answers.pop(request_id).set_exception(exc)
+            raise
+        answers[request_id].set_result(response)
+        return response
+
     async def reset(request: Request) -> JSONResponse:
         old = fs_server.shared_fs
+        answers.clear()
         fs_server.sessions.clear()
         fs_server.shared_fs = FakeSnow()
         with contextlib.suppress(Exception):
             old.duck_conn.close()
         return JSONResponse({"success": True})
 
-    routes = [Route(login_path, gated_login, methods=["POST"]), Route(RESET_PATH, reset, methods=["POST"])]
-    routes += [r for r in fs_server.routes if getattr(r, "path", None) != login_path]
+    routes = [
+        Route(login_path, gated_login, methods=["POST"]),
+        Route(query_path, query_once, methods=["POST"]),
+        Route(RESET_PATH, reset, methods=["POST"]),
+    ]
+    routes += [r for r in fs_server.routes if getattr(r, "path", None) not in (login_path, query_path)]
     return Starlette(routes=routes)
 
 
