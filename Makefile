@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint requirements bench clean
+.PHONY: install run test lint secrets requirements bench clean
 
 install: $(SYNCED)
 
@@ -28,7 +28,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# detect-secrets over every tracked or unignored file, against the reviewed .secrets.baseline (scripts/check_secrets.py)
+secrets: install
+	$(BIN)/python scripts/check_secrets.py
+
+test: lint secrets
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 requirements: install

@@ -207,6 +207,7 @@ def test_canary_secrets_appear_nowhere_but_in_the_block(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ):
     canary = f"canary-{uuid.uuid4().hex}"
     canary_password = f"canary-pw-{uuid.uuid4().hex}"
@@ -234,19 +235,26 @@ def test_canary_secrets_appear_nowhere_but_in_the_block(
     haystacks: dict[str, str] = {"rendered profiles": "\n".join(profiles), "environment": json.dumps(dict(os.environ))}
     captured = capfd.readouterr()
     haystacks["stdout/stderr"] = "".join(printed) + captured.out + captured.err
+    haystacks["log records"] = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     haystacks |= prefect_records(runs)
-    # this test's folders (tenant copy with target/, runs, the fake server's), Prefect's client home, and
-    # every file written since the test started in the temp dir and in the cache the Snowflake connector uses;
-    # pytest's own temp root is skipped there: it holds the Prefect server's database, where blocks belong
-    pytest_root = tmp_path.parent.parent.parent
+    # this test's folders (the tenant copy with target/, the runs, the fake server's), Prefect's client home,
+    # what this pytest session wrote meanwhile (the Prefect server's database: it stores blocks encrypted),
+    # and every file written since the test started in the temp dir (not other pytest sessions: other people's)
+    # and in the cache the Snowflake connector uses
+    session, sessions = tmp_path.parent, tmp_path.parent.parent
     searched = [(root, 0.0, ()) for root in (tmp_path, runs_root(), Path(os.environ["PREFECT_HOME"]))]
-    searched += [(Path(tempfile.gettempdir()), started, (pytest_root,)), (Path.home() / ".cache", started, ())]
+    searched += [(session, started, ()), (Path(tempfile.gettempdir()), started, (sessions,))]
+    searched += [(Path.home() / ".cache", started, ())]
     for root, since, skip in searched:
         for path in files_under(root, since, skip):
             text = text_of(path)
             if text is not None:
                 haystacks[str(path)] = text
-    assert len(profiles) == 3 and any("dbt.log" in name for name in haystacks)
+    assert (
+        len(profiles) == 3
+        and any("dbt.log" in name for name in haystacks)
+        and any("prefect.db" in n for n in haystacks)
+    )
     assert sum("/logs/" in name for name in haystacks) == 3
 
     leaks = sorted({where for where, text in haystacks.items() for needle in needles if needle in text})
