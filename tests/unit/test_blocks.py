@@ -134,3 +134,19 @@ def test_setup_help_offers_no_secret_option():
     assert "--rotate" in result.output and "--auth" in result.output and "--private-key-file" in result.output
     for option in ("--password", "--private-key ", "--passphrase", "--private-key-passphrase"):
         assert option not in result.output
+
+
+def test_a_refused_login_keeps_the_driver_s_reason_in_the_step_error():
+    from dbtflow.invoke import _first_line
+
+    dbt_error = (
+        'Runtime Error\n  Database error while listing schemas in database "WG"\n  Database Error\n'
+        "    390144 (28000): Failed to connect to DB: 127.0.0.1:4000. JWT token is invalid. [0f81]\n"
+    )
+    assert _first_line(dbt_error) == (
+        'Runtime Error Database error while listing schemas in database "WG" Database Error '
+        "390144 (28000): Failed to connect to DB: 127.0.0.1:4000. JWT token is invalid. [0f81]"
+    )
+    assert _first_line("Parsing Error\n  at a.yml\n  bad indent\n  1| x:\n  2|  y\n") == (
+        "Parsing Error at a.yml bad indent"
+    )
