@@ -219,7 +219,8 @@ def setup_target(
     if missing:
         options = ", ".join(f"--{name} (or {setting_env(name)})" for name in missing)
         raise UserError(f"missing settings for target {target!r}: {options}")
-    return _write(project, target, names, merged, secrets or stored.secrets, kind, rotate)
+    kept = dict(stored.credentials or {}) if rotate else {}  # a rotation leaves every other field as it is
+    return _write(project, target, names, merged, secrets or stored.secrets, kind, kept)
 
 
 def _pick(given: Any, stored: Any) -> Any:
@@ -227,7 +228,13 @@ def _pick(given: Any, stored: Any) -> Any:
 
 
 def _write(
-    project: Project, target: str, names: BlockNames, s: Settings, secrets: Secrets, kind: AuthKind, rotate: bool
+    project: Project,
+    target: str,
+    names: BlockNames,
+    s: Settings,
+    secrets: Secrets,
+    kind: AuthKind,
+    kept: dict[str, Any],
 ) -> list[Change]:
     import warnings
 
@@ -238,15 +245,19 @@ def _write(
         from prefect_dbt.cli import DbtCliProfile
         from prefect_dbt.cli.configs import SnowflakeTargetConfigs
 
-    credentials = SnowflakeCredentials(
-        account=s.account,
-        user=s.user,
-        role=s.role,
-        authenticator="snowflake_jwt" if kind == "keypair" else "snowflake",
-        private_key=secrets.private_key if kind == "keypair" else None,
-        private_key_passphrase=secrets.private_key_passphrase if kind == "keypair" else None,
-        password=secrets.password if kind == "password" else None,
-    )
+    rotate = bool(kept)
+    fields_ = {k: v for k, v in kept.items() if k in SnowflakeCredentials.model_fields}
+    fields_ |= {
+        "account": s.account,
+        "user": s.user,
+        "role": s.role,
+        "authenticator": "snowflake_jwt" if kind == "keypair" else "snowflake",
+        "private_key": secrets.private_key if kind == "keypair" else None,
+        "private_key_path": None,  # the key lives in the block, not in a file on some worker
+        "private_key_passphrase": secrets.private_key_passphrase if kind == "keypair" else None,
+        "password": secrets.password if kind == "password" else None,
+    }
+    credentials = SnowflakeCredentials(**fields_)
     changes = [_save(credentials, names.credentials, rotate=rotate)]
     if rotate:
         return changes
@@ -298,7 +309,7 @@ def _save(block: Any, name: str, *, rotate: bool = False, tag_type: bool = False
         _api(lambda: _update_data(block._block_document_id, data), f"save {slug}/{name}")
     action: Literal["created", "updated", "rotated"] = "created" if document is None else "updated"
     if rotate and document is not None:
-        action, changed = "rotated", tuple(k for k in changed if k in SECRET_FIELDS or k == "authenticator")
+        action = "rotated"
     return Change(action, f"{slug}/{name}", changed)
 
 
