@@ -223,6 +223,15 @@ def test_run_time_errors_name_the_block_and_the_setup_command(project: Project):
 
 
 def test_the_rendered_profile_holds_no_block_value_and_the_environment_is_cleaned(project: Project):
+    from prefect.variables import Variable
+
+    Variable.set("dbtflow_test_query_tag", "tag-from-a-variable", overwrite=True)
+    profiles = project.profiles_path
+    profiles.write_text(
+        profiles.read_text().replace(
+            "query_tag: dbtflow-dev", 'query_tag: "{{ prefect.variables.dbtflow_test_query_tag }}"'
+        )
+    )
     key = new_key("render passphrase")
     setup_target(project, "dev", SETTINGS, Secrets(key.private_pem, private_key_passphrase="render passphrase"))
     before = dict(os.environ)
@@ -237,6 +246,7 @@ def test_the_rendered_profile_holds_no_block_value_and_the_environment_is_cleane
             assert output[field].startswith("{{ env_var('DBT_ENV_SECRET_DBTFLOW_SNOWFLAKE_CREDENTIALS_"), field
         assert output["account"].startswith("{{ env_var('DBTFLOW_BLOCK_SNOWFLAKE_CREDENTIALS_")
         assert output["port"].endswith("| as_number }}")  # port stays a number
+        assert output["query_tag"] == "tag-from-a-variable"  # Prefect variables are not secrets: resolved in place
         added = {k: v for k, v in os.environ.items() if k not in before}
         secret_vars = {k for k in added if k.startswith("DBT_ENV_SECRET_")}
         assert any(k.endswith("_PRIVATE_KEY") for k in secret_vars)
