@@ -64,7 +64,13 @@ def setup(
         typer.Option(envvar=ENV_PRIVATE_KEY_FILE, show_envvar=True, help="File holding the PEM private key."),
     ] = None,
 ) -> None:
-    """Create or update the target's blocks; with --rotate, replace only their secrets."""
+    """Create or update the target's blocks; with --rotate, replace only their secrets.
+
+    Secrets come from the environment (or a hidden prompt on a terminal), never from the command
+    line: DBTFLOW_SNOWFLAKE_PRIVATE_KEY (PEM text) or --private-key-file, plus
+    DBTFLOW_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE for an encrypted key; DBTFLOW_SNOWFLAKE_PASSWORD
+    with --auth password. Prints what was created, updated or rotated, never a value.
+    """
     try:
         if auth not in (None, "keypair", "password"):
             raise UserError(f"--auth must be keypair or password, not {auth!r}")
@@ -77,6 +83,9 @@ def setup(
         kind = cast(AuthKind | None, auth)
         prompt = _hidden_prompt if sys.stdin.isatty() else None
         secrets = read_secrets(kind or _default_kind(), os.environ, key_file=private_key_file, prompt=prompt)
+        if not os.environ.get("PREFECT_API_URL"):
+            err.print("note: PREFECT_API_URL is not set: the blocks go to this machine's local Prefect database")
+            os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         changes = setup_target(project, target, settings, secrets, auth=kind, rotate=rotate)
     except UserError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
