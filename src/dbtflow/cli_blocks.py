@@ -83,15 +83,22 @@ def setup(
         kind = cast(AuthKind | None, auth)
         prompt = _hidden_prompt if sys.stdin.isatty() else None
         secrets = read_secrets(kind or _default_kind(), os.environ, key_file=private_key_file, prompt=prompt)
-        if not os.environ.get("PREFECT_API_URL"):
-            err.print("note: PREFECT_API_URL is not set: the blocks go to this machine's local Prefect database")
-            os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+        _where_blocks_go()
         changes = setup_target(project, target, settings, secrets, auth=kind, rotate=rotate)
     except UserError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for change in changes:
         out.print(str(change), markup=False, highlight=False, soft_wrap=True)
+
+
+def _where_blocks_go() -> None:
+    """Say so when no Prefect API is configured (env or Prefect profile): the blocks would stay on this machine."""
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        err.print("note: no PREFECT_API_URL (env or Prefect profile): the blocks go to this machine's local Prefect")
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def _default_kind() -> AuthKind:
