@@ -11,7 +11,7 @@ PARITY_BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint browser screenshots requirements bench bench-parity clean deploy-local stop-local
+.PHONY: install run test lint secrets browser screenshots requirements bench bench-parity clean deploy-local stop-local
 
 install: $(SYNCED)
 
@@ -29,7 +29,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint browser
+# detect-secrets over every tracked or unignored file, against the reviewed .secrets.baseline (scripts/check_secrets.py)
+secrets: install
+	$(BIN)/python scripts/check_secrets.py
+
+test: lint secrets browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Debian's chromium, for the headless check of the Prefect UI (tests/e2e/test_ui.py); sudo unless root

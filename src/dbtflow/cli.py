@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow.cli_blocks import app as blocks_app
 from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_cutover import OneLine, cutover, rollback
 from dbtflow.cli_deploy import deploy, schedules_app
@@ -35,6 +36,7 @@ from dbtflow.request import build_request
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
 err = Console(stderr=True)
 out = Console()
+app.add_typer(blocks_app, name="blocks")
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
 app.add_typer(cloud_app, name="cloud")
