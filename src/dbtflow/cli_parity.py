@@ -21,7 +21,6 @@ Pitfalls
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import sys
@@ -60,27 +59,42 @@ class CloudArtifactFetcher(Protocol):
 
 
 def fetch_cloud_artifacts(ref: CloudRunRef, dest: Path) -> Path:
-    """Download a dbt Cloud run's step artifacts into `dest` (run-store layout) and return the folder."""
+    """Download a dbt Cloud run's step artifacts into `dest` (run-store layout) and return the folder.
+
+    The run is `ref.run_id`, or the last successful run of `ref.job_id`. Each step that ran a
+    dbt command gets its manifest.json and run_results.json (`?step=N`); a step that wrote no
+    run_results (e.g. `dbt deps`) is left out, and `load_artifact_set` picks the building one.
+    """
+    from dbtflow.dbtcloud import DbtCloudClient, DbtCloudError, DbtCloudUnavailable, resolve_token
+
+    if ref.account_id is None:
+        raise ParityInputError("--cloud-account-id is required with --cloud-run/--cloud-job")
     try:
-        dbtcloud = importlib.import_module("dbtflow.dbtcloud")
-    except ImportError:
-        raise ParityInputError(
-            "--cloud-run/--cloud-job are not available: this build has no dbt Cloud client (dbtflow.dbtcloud);"
-            " download the run's manifest.json and run_results.json and pass --cloud-artifacts DIR"
-        ) from None
-    # ==== INTEGRATION POINT (issue 6): wire dbtflow.dbtcloud here after merging ===================
-    # 1. client from ref.host / ref.account_id / ref.token_secret (token never logged).
-    # 2. run = ref.run_id, or the job's last successful run: runs?job_definition_id=<job>&status=10
-    #    &order_by=-id&limit=1 (error if none).
-    # 3. for each run step (index N, name "Invoke dbt with `dbt build ...`"): download
-    #    manifest.json and run_results.json with ?step=N (a step without run_results is skipped)
-    #    and call store_cloud_step(dest, N, step_command(name), manifest, run_results).
-    # 4. return dest.  Until then, say so instead of guessing an API:
-    del dbtcloud
-    raise ParityInputError(
-        "--cloud-run/--cloud-job: dbtflow.dbtcloud is installed but not wired into parity yet"
-        " (INTEGRATION POINT in dbtflow/cli_parity.py); pass --cloud-artifacts DIR"
-    )
+        with DbtCloudClient(ref.host or "cloud.getdbt.com", resolve_token(ref.token_secret), ref.account_id) as client:
+            run_id = ref.run_id
+            if run_id is None and ref.job_id is not None:
+                last = client.last_successful_run(ref.job_id)
+                if last is None:
+                    raise ParityInputError(f"dbt Cloud job {ref.job_id} has no successful run to compare with")
+                run_id = last.id
+            assert run_id is not None
+            run = client.get_run(run_id)
+            for step in run.run_steps:
+                if step.dbt_command is None:
+                    continue
+                try:
+                    results = client.download_artifact(run.id, "run_results.json", step=step.index)
+                    manifest = client.download_artifact(run.id, "manifest.json", step=step.index)
+                except DbtCloudError as exc:
+                    if exc.status_code == 404:
+                        continue  # this step wrote no artifacts
+                    raise
+                store_cloud_step(dest, step.index, step_command(step.name), manifest, results)
+    except DbtCloudUnavailable as exc:
+        raise ParityInputError(str(exc)) from None
+    except DbtCloudError as exc:
+        raise ParityInputError(str(exc)) from None
+    return dest
 
 
 FETCH: CloudArtifactFetcher = fetch_cloud_artifacts  # replaced in tests; the CLI calls it through here

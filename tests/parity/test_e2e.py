@@ -4,8 +4,9 @@ The "dbt Cloud" side is plain `dbt build` with a different selection, run first 
 with its own target path (dbt Cloud's last run). Then a model's code changes (a newer commit)
 and the Prefect side is a real flow run (embedded DuckDB target, real Prefect server on
 loopback) with a docs step after the build. Every difference must be explained; the report is
-published to the flow run. (The variant served by the fake dbt Cloud server comes with
-dbtflow.dbtcloud.)
+published to the flow run. The same "dbt Cloud" run is then served by the fake dbt Cloud API on
+loopback (`--cloud-job`: its last successful run, steps fetched with `?step=N`) and must give the
+same report.
 
 Order matters: the flow runs dbt in this process, whose DuckDB connection keeps the database
 file locked, so the plain dbt subprocess must run before it.
@@ -25,13 +26,16 @@ from typer.testing import CliRunner
 
 from dbtflow.cli import app
 from tests.conftest import BIN
+from tests.fakes.dbtcloud_server import ADMIN_TOKEN, FakeDbtCloud, FakeStep, artifacts_from_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 CLOUD_SELECT = ["--select", "+tag:daily", "--exclude", "stg_fx_rates+"]
 
 
-def test_flow_run_against_plain_dbt_every_difference_explained(tenant: Path, tmp_path: Path):
+def test_flow_run_against_plain_dbt_every_difference_explained(
+    tenant: Path, tmp_path: Path, dbt_cloud: FakeDbtCloud, monkeypatch: pytest.MonkeyPatch
+):
     from dbtflow.flow import dbt_flow, runs_root
 
     cloud_target = tmp_path / "cloud-target"
@@ -107,3 +111,18 @@ def test_flow_run_against_plain_dbt_every_difference_explained(tenant: Path, tmp
     response.raise_for_status()
     (artifact,) = response.json()
     assert artifact["type"] == "markdown" and "# dbt parity: ✅" in artifact["data"]
+
+    # The same run as dbt Cloud serves it: a job whose last successful run built, then generated docs.
+    job_id = next(j["id"] for j in dbt_cloud.jobs.values() if j["account_id"] == 1)
+    build = " ".join(["dbt", "build", *CLOUD_SELECT])
+    dbt_cloud.add_run(job_id, [FakeStep(build, artifacts_from_dir(cloud_target)), FakeStep("dbt docs generate", {})])
+    monkeypatch.setenv("DBT_CLOUD_API_TOKEN", ADMIN_TOKEN)
+    served_json = tmp_path / "parity-served.json"
+    args = ["--cloud-job", str(job_id), "--cloud-host", dbt_cloud.url, "--cloud-account-id", "1"]
+    served = CliRunner().invoke(app, ["parity", *args, "--prefect-run", "latest", "--json-out", str(served_json)])
+    assert served.exit_code == 0, served.output
+    again = json.loads(served_json.read_text())
+    assert again["counts"] == data["counts"]
+    assert [(d["unique_id"], d["reason"]) for d in again["differences"]] == [
+        (d["unique_id"], d["reason"]) for d in data["differences"]
+    ]
