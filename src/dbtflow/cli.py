@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow import cli_notify
 from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_deploy import deploy, schedules_app
 from dbtflow.errors import UserError
@@ -36,6 +37,8 @@ out = Console()
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
 app.add_typer(cloud_app, name="cloud")
+app.add_typer(cli_notify.app, name="notify")
+cli_notify.add_status_command(app)
 
 
 @app.callback()

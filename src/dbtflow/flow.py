@@ -8,7 +8,8 @@ Contract
   one-line reason, and dbt never starts), runs the steps in order (stopping at the first
   failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
   in the run's folder, publishes the summary artifact, and ends Completed, or Failed with a
-  message naming the failing nodes, or TimedOut.
+  message naming the failing nodes, or TimedOut. A run that completes with warnings also emits
+  the Prefect event `dbtflow.run.warned` (payload: target, message, warnings) on its flow run.
 - Two runs of one target never run dbt at the same time: each holds the target's slot, a
   Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
   it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
@@ -41,6 +42,7 @@ from prefect import Flow, flow, get_client, get_run_logger
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
+from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
@@ -54,6 +56,7 @@ from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
 from dbtflow.summary import publish, summary_markdown
 
+WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
 LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 
@@ -177,6 +180,8 @@ def _execute(request: RunRequest) -> State:
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
         publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
+        if not outcome.failed and outcome.warnings:
+            _emit_warned(request, outcome)
     for failure in outcome.failures:
         logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
     for warning in {w for step in outcome.steps for w in step.outcome.reporting}:
@@ -269,6 +274,25 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
                 reporting=list(report.outcome.reporting),
             )
     return record
+
+
+def _emit_warned(request: RunRequest, outcome: RunOutcome) -> None:
+    """`dbtflow.run.warned` on the flow run: what `dbtflow notify setup --on-warning` reacts to (best effort)."""
+    if flow_run.id is None:
+        return
+    warned = [
+        f"{r.resource_type} {r.name} {r.status}: {' '.join((r.message or '').split())[:300]}" for r in outcome.warnings
+    ]
+    more = f"; and {len(warned) - 5} more" if len(warned) > 5 else ""
+    message = f"dbt on {request.target} completed with {len(warned)} warning(s): " + "; ".join(warned[:5]) + more
+    emit_event(
+        event=WARNED_EVENT,
+        resource={
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+            "prefect.resource.name": str(flow_run.name),
+        },
+        payload={"target": request.target, "message": message, "warnings": [w.split(":")[0] for w in warned[:50]]},
+    )
 
 
 def _artifact_key(request: RunRequest) -> str:
