@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -46,6 +47,15 @@ DEFAULT_RUNBOOK = Path("docs/runbook.md")
 def _fail(exc: UserError) -> typer.Exit:
     err.print(f"error: {exc}", markup=False)
     return typer.Exit(2)
+
+
+def _api_failure(exc: Exception) -> typer.Exit:
+    """The Prefect API refused or could not be reached: one line, exit 1 (nothing the input could fix)."""
+    from prefect.settings import get_current_settings
+
+    detail = " ".join(str(exc).split())[:300]
+    err.print(f"error: the Prefect API at {get_current_settings().api.url} failed: {type(exc).__name__}: {detail}")
+    return typer.Exit(1)
 
 
 def _require_api() -> None:
@@ -106,6 +116,8 @@ def setup(
         if channel and "no webhook URL" in str(exc):
             exc = UserError(f"{exc}: set {url_env} to the URL (it is a secret: never on the command line)")
         raise _fail(exc) from None
+    except httpx.HTTPError as exc:  # PrefectHTTPStatusError is one
+        raise _api_failure(exc) from None
     out.print(f"block {result.block}: {result.block_action}", markup=False)
     out.print(f"automation {result.name!r}: {result.automation} (id {result.automation_id})", markup=False)
     out.print(f"notifies on: {', '.join(result.events)} of {deployment}", markup=False)
@@ -138,6 +150,8 @@ def status(
         report = status_mod.collect(deployment, window, since, criteria, str(path) if path else None)
     except UserError as exc:
         raise _fail(exc) from None
+    except httpx.HTTPError as exc:  # PrefectHTTPStatusError is one
+        raise _api_failure(exc) from None
     if as_json:
         sys.stdout.write(json.dumps(status_mod.to_json(report), indent=2, default=str) + "\n")
     else:

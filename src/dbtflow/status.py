@@ -305,6 +305,7 @@ def _runs(client: Any, deployment_id: Any, start: datetime, default_target: str)
         DeploymentFilterId,
         FlowRunFilter,
         FlowRunFilterExpectedStartTime,
+        FlowRunFilterState,
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
@@ -313,7 +314,7 @@ def _runs(client: Any, deployment_id: Any, start: datetime, default_target: str)
     runs: list[Run] = []
     flow_run_filter = FlowRunFilter(
         expected_start_time=FlowRunFilterExpectedStartTime(after_=start),  # type: ignore[arg-type]
-        state=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED]),  # type: ignore[arg-type]
+        state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED])),
     )
     while True:
         page = client.read_flow_runs(
@@ -349,7 +350,13 @@ def _run(flow_run: Any, default_target: str) -> Run:
 
 
 def _add_failed_nodes(client: Any, runs: list[Run]) -> None:
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterStateType
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     failed = {r.id: r for r in runs if r.state_type in ("FAILED", "CRASHED")}
@@ -359,7 +366,9 @@ def _add_failed_nodes(client: Any, runs: list[Run]) -> None:
         while True:
             page = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in chunk])),
-                task_run_filter=TaskRunFilter(state=TaskRunFilterStateType(any_=[StateType.FAILED])),  # type: ignore[arg-type]
+                task_run_filter=TaskRunFilter(
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.FAILED]))
+                ),
                 limit=200,
                 offset=offset,
             )
@@ -374,14 +383,21 @@ def _add_failed_nodes(client: Any, runs: list[Run]) -> None:
 
 
 def _upcoming(client: Any, deployment_id: Any, default_target: str, limit: int = 5) -> list[Upcoming]:
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter
-    from prefect.client.schemas.filters import FlowRunFilterStateType as StateFilter
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import FlowRunSort
 
     page = client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(state=StateFilter(any_=[StateType.SCHEDULED])),  # type: ignore[arg-type]
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+        ),
         sort=FlowRunSort.EXPECTED_START_TIME_ASC,
         limit=limit,
     )
