@@ -118,7 +118,9 @@ def test_a_failed_run_notifies_the_webhook_with_target_nodes_and_link(tenant: Pa
 
     assert state.is_failed() and "int_months" in state.message
     flow_run_id = str(state.state_details.flow_run_id)
+    ended = time.monotonic()
     body = receiver.wait_for(flow_run_id)
+    print(f"notification received {time.monotonic() - ended:.1f} s after the failed run ended")
     assert body["subject"].startswith("dbt local: Failed") and "run_dbt_wg_alerts/dbt_wg" in body["subject"]
     text = body["body"]
     assert "on target local ended Failed" in text
@@ -133,7 +135,22 @@ def test_a_failed_run_notifies_the_webhook_with_target_nodes_and_link(tenant: Pa
     assert SECRET_PATH not in json.dumps(document.data, default=str)
 
 
-def test_a_run_with_warnings_notifies_only_with_on_warning(tenant: Path, receiver: Receiver) -> None:
+def test_a_timed_out_run_notifies_too(tenant: Path, receiver: Receiver) -> None:
+    deployment = make_deployment("run_dbt_wg_timeouts")
+    setup = cli("notify", "setup", "--deployment", deployment, "--channel", "webhook", "--block", "timeouts",
+                env={"DBTFLOW_ALERT_URL": receiver.url})  # fmt: skip
+    assert setup.exit_code == 0, setup.output
+
+    state = run_deployment(tenant, deployment, select="int_months", timeout_seconds=1)  # dbt parses for longer
+
+    assert state.is_failed() and state.name == "TimedOut", state
+    flow_run_id = str(state.state_details.flow_run_id)
+    body = receiver.wait_for(flow_run_id)
+    assert body["subject"].startswith("dbt local: TimedOut")
+    assert "ended TimedOut." in body["body"] and "timeout_seconds=1" in body["body"]
+
+
+def test_a_run_with_warnings_notifies_with_on_warning(tenant: Path, receiver: Receiver) -> None:
     deployment = make_deployment("run_dbt_wg_warns")
     env = {"DBTFLOW_ALERT_URL": receiver.url}
     setup = cli("notify", "setup", "--deployment", deployment, "--channel", "webhook", "--on-warning", env=env)
