@@ -47,7 +47,10 @@ EXPECT = {
     "dbtflow status --since 7d --json": '"exit_criteria_met"',
     "dbtflow notify setup --channel slack --on-warning": "automation 'dbtflow alerts: run_dbt_wg/dbt_wg': created",
     "dbtflow notify setup --block dbtflow-alerts --on-warning": ": unchanged",
-    'prefect flow-run inspect "$FLOW_RUN_ID"': "int_months",
+    'prefect flow-run inspect "$FLOW_RUN_ID"': "model dim_distributors error",
+    'cat "$DBTFLOW_RUNS_DIR/$FLOW_RUN_ID/summary.md"': "dim_distributors",
+    "find \"$DBTFLOW_RUNS_DIR/$FLOW_RUN_ID\" -name '*.sql'": "/compiled/dbt_williamgrant/models/marts/core/"
+    "dim_distributors.sql",
     "dbtflow schedules apply prefect.yaml": "schedules already match",
 }
 
