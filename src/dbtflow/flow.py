@@ -19,7 +19,9 @@ Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
   partial-parse state or run_results, and `dbt retry` finds the previous results.
 - Artifacts left in the target path by an earlier run are removed before each step, so a
-  step that dies before writing run_results is never credited with an old one.
+  step that dies before writing run_results is never credited with an old one. `dbt retry`
+  reads the previous run_results.json there: it is kept for a retry step, and removed after it
+  if the retry wrote none.
 - The slot is held through a lease that Prefect renews while the run's process lives: a
   crashed run's slot frees itself within LEASE_SECONDS. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
@@ -228,17 +230,31 @@ def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: 
     for index, step in enumerate(request.steps):
         if outcome.timed_out or (outcome.failed and step.fatal):
             break
-        _clear(paths.target_path)
+        previous = _clear(paths.target_path, keep_results=step.command == "retry")
         try:
             result = run_step(step, paths, request.engine, index)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
+        if previous is not None and _results_signature(paths.target_path) == previous:
+            _clear(paths.target_path)  # dbt retry stopped before writing results: never credit it with the old ones
         outcome.steps.append(StepReport(index, result, store.keep_step(index, step.command, paths.target_path)))
 
 
-def _clear(target_path: Path) -> None:
+def _clear(target_path: Path, keep_results: bool = False) -> tuple[int, int] | None:
+    """Remove the artifacts of an earlier step; `dbt retry` reads run_results.json, so it may keep that one."""
+    kept = _results_signature(target_path) if keep_results else None
     for name in ARTIFACT_FILES:
-        (target_path / name).unlink(missing_ok=True)
+        if not (kept and name == "run_results.json"):
+            (target_path / name).unlink(missing_ok=True)
+    return kept
+
+
+def _results_signature(target_path: Path) -> tuple[int, int] | None:
+    try:
+        stat = (target_path / "run_results.json").stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _cancel_warehouse_queries() -> None:
