@@ -166,6 +166,7 @@ def test_a_run_with_warnings_notifies_with_on_warning(tenant: Path, receiver: Re
     flow_run_id = str(state.state_details.flow_run_id)
     body = receiver.wait_for(flow_run_id)
     assert body["subject"].startswith("dbt local: completed with warnings")
+    assert "(run_dbt_wg_warns/dbt_wg, " in body["subject"]  # the flow's event carries its run's deployment
     assert "completed with 1 warning(s): test not_null_fct_net_revenue_gbp_net_revenue_gbp warn" in body["body"]
     assert f"/runs/flow-run/{flow_run_id}" in body["body"]
 
