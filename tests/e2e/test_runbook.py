@@ -171,9 +171,14 @@ def _failed_local_run(repo: Path, env: dict[str, str]) -> None:
 
 
 def _patch_job_variables(stack: Stack, deployment_id: str, job_variables: dict[str, object]) -> None:
-    httpx.patch(
-        f"{stack.api}/deployments/{deployment_id}", json={"job_variables": job_variables}, timeout=30
-    ).raise_for_status()
+    for attempt in range(6):  # a loaded SQLite-backed server answers 503 when its database is busy
+        response = httpx.patch(
+            f"{stack.api}/deployments/{deployment_id}", json={"job_variables": job_variables}, timeout=30
+        )
+        if response.status_code != 503 or attempt == 5:
+            response.raise_for_status()
+            return
+        time.sleep(2 * (attempt + 1))
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"L{b.line}:{b.commands[0][:40]}" for b in BLOCKS])
