@@ -245,6 +245,7 @@ def test_status_counts_runs_rates_and_the_failing_node(tenant: Path, tmp_path: P
     assert status["exit_criteria_met"] is False
 
     text = cli("status", "--since", "1d", "--deployment", deployment, "--runbook", str(runbook), "--check")
+    print(text.stdout)
     assert text.exit_code == 1
     assert "failed most on local: model int_months (2x)" in text.stdout
     assert "FAIL  scheduled local runs >= 1: 0 in the last 1d" in text.stdout
