@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow import cli_notify
 from dbtflow.cli_blocks import app as blocks_app
 from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_cutover import OneLine, cutover, rollback
@@ -42,6 +43,8 @@ app.command("deploy")(deploy)
 app.add_typer(cloud_app, name="cloud")
 app.command("cutover", cls=OneLine)(cutover)
 app.command("rollback", cls=OneLine)(rollback)
+app.add_typer(cli_notify.app, name="notify")
+cli_notify.add_status_command(app)
 
 
 @app.callback()

@@ -8,7 +8,8 @@ Contract
   one-line reason, and dbt never starts), runs the steps in order (stopping at the first
   failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
   in the run's folder, publishes the summary artifact, and ends Completed, or Failed with a
-  message naming the failing nodes, or TimedOut.
+  message naming the failing nodes, or TimedOut. A run that completes with warnings also emits
+  the Prefect event `dbtflow.run.warned` (payload: target, message, warnings) on its flow run.
 - Two runs of one target never run dbt at the same time: each holds the target's slot, a
   Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
   it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
@@ -18,7 +19,9 @@ Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
   partial-parse state or run_results, and `dbt retry` finds the previous results.
 - Artifacts left in the target path by an earlier run are removed before each step, so a
-  step that dies before writing run_results is never credited with an old one.
+  step that dies before writing run_results is never credited with an old one. `dbt retry`
+  reads the previous run_results.json there: it is kept for a retry step, and removed after it
+  if the retry wrote none.
 - The slot is held through a lease that Prefect renews while the run's process lives: a
   crashed run's slot frees itself within LEASE_SECONDS. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
@@ -40,6 +43,7 @@ from prefect import Flow, flow, get_client, get_run_logger
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
 from prefect.concurrency.sync import concurrency
+from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
@@ -54,6 +58,7 @@ from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
 from dbtflow.summary import publish, summary_markdown
 
+WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
 LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 
@@ -173,6 +178,8 @@ def _execute(request: RunRequest) -> State:
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
         publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
+        if not outcome.failed and outcome.warnings:
+            _emit_warned(request, outcome)
     for failure in outcome.failures:
         logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
     for warning in {w for step in outcome.steps for w in step.outcome.reporting}:
@@ -219,17 +226,31 @@ def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: 
     for index, step in enumerate(request.steps):
         if outcome.timed_out or (outcome.failed and step.fatal):
             break
-        _clear(paths.target_path)
+        previous = _clear(paths.target_path, keep_results=step.command == "retry")
         try:
             result = run_step(step, paths, request.engine, index)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
+        if previous is not None and _results_signature(paths.target_path) == previous:
+            _clear(paths.target_path)  # dbt retry stopped before writing results: never credit it with the old ones
         outcome.steps.append(StepReport(index, result, store.keep_step(index, step.command, paths.target_path)))
 
 
-def _clear(target_path: Path) -> None:
+def _clear(target_path: Path, keep_results: bool = False) -> tuple[int, int] | None:
+    """Remove the artifacts of an earlier step; `dbt retry` reads run_results.json, so it may keep that one."""
+    kept = _results_signature(target_path) if keep_results else None
     for name in ARTIFACT_FILES:
-        (target_path / name).unlink(missing_ok=True)
+        if not (kept and name == "run_results.json"):
+            (target_path / name).unlink(missing_ok=True)
+    return kept
+
+
+def _results_signature(target_path: Path) -> tuple[int, int] | None:
+    try:
+        stat = (target_path / "run_results.json").stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _cancel_warehouse_queries() -> None:
@@ -265,6 +286,25 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
                 reporting=list(report.outcome.reporting),
             )
     return record
+
+
+def _emit_warned(request: RunRequest, outcome: RunOutcome) -> None:
+    """`dbtflow.run.warned` on the flow run: what `dbtflow notify setup --on-warning` reacts to (best effort)."""
+    if flow_run.id is None:
+        return
+    warned = [
+        f"{r.resource_type} {r.name} {r.status}: {' '.join((r.message or '').split())[:300]}" for r in outcome.warnings
+    ]
+    more = f"; and {len(warned) - 5} more" if len(warned) > 5 else ""
+    message = f"dbt on {request.target} completed with {len(warned)} warning(s): " + "; ".join(warned[:5]) + more
+    emit_event(
+        event=WARNED_EVENT,
+        resource={
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+            "prefect.resource.name": str(flow_run.name),
+        },
+        payload={"target": request.target, "message": message, "warnings": [w.split(":")[0] for w in warned[:50]]},
+    )
 
 
 def _artifact_key(request: RunRequest) -> str:
