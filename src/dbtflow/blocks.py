@@ -178,7 +178,7 @@ def check_private_key(key: str, passphrase: str | None, *, what: str, fix: str) 
         if password is not None and "ENCRYPTED" in text and "decrypt" in str(exc).lower():
             raise UserError(f"the passphrase does not decrypt {what}: {fix}") from None
         raise UserError(
-            f"{what} is not a private key in PEM (-----BEGIN PRIVATE KEY-----) or base64 DER form: {fix}"
+            f"{what} is not a private key in PEM (a 'BEGIN PRIVATE KEY' block) or base64 DER form: {fix}"
         ) from None
     if not isinstance(loaded, RSAPrivateKey | EllipticCurvePrivateKey):
         raise UserError(f"{what} is a {type(loaded).__name__}; Snowflake key-pair auth needs an RSA or EC key: {fix}")
