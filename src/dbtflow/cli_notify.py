@@ -166,7 +166,12 @@ def add_status_command(parent: typer.Typer) -> None:
 
 
 def _minutes(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    minutes = round(seconds / 60)
+    return f"{minutes}m" if minutes < 90 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _print_status(report: object) -> None:
@@ -174,7 +179,9 @@ def _print_status(report: object) -> None:
 
     assert isinstance(report, Status)
     out.print(f"{report.deployment}: runs since {report.window_start} ({report.since})", markup=False)
-    table = Table("target", "runs", "ok", "failed", "crashed", "timed out", "cancelled", "success", "median", "worst")
+    table = Table(
+        "target", "runs", "ok", "failed", "crashed", "timeout", "cancel", "success", "median", "worst", box=None
+    )
     for t in report.targets:
         rate = "-" if t.success_rate is None else f"{t.success_rate:g}%"
         table.add_row(
@@ -196,6 +203,8 @@ def _print_status(report: object) -> None:
     out.print("schedules:", markup=False)
     for s in report.schedules:
         out.print(f"  {s.slug:<10} {'active' if s.active else 'paused':<7} {s.target:<8} {s.schedule}", markup=False)
+    if not report.schedules:
+        out.print("  none", markup=False)
     if report.criteria_source is None:
         out.print("first-week exit criteria: not evaluated (no docs/runbook.md here; pass --runbook)", markup=False)
         return
