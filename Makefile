@@ -7,10 +7,11 @@ UV_VERSION := 0.13.9
 SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+PARITY_BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint browser screenshots requirements bench clean deploy-local stop-local
+.PHONY: install run test lint secrets browser screenshots requirements bench bench-parity clean deploy-local stop-local
 
 install: $(SYNCED)
 
@@ -28,7 +29,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint browser
+# detect-secrets over every tracked or unignored file, against the reviewed .secrets.baseline (scripts/check_secrets.py)
+secrets: install
+	$(BIN)/python scripts/check_secrets.py
+
+test: lint secrets browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Debian's chromium, for the headless check of the Prefect UI (tests/e2e/test_ui.py); sudo unless root
@@ -50,6 +55,10 @@ requirements: install
 # bench/overhead.py: plain dbt vs dbtflow's engines on a synthetic project; e.g. BENCH_ARGS="--models 50 --repeat 1"
 bench: install
 	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
+
+# bench/parity.py: `dbtflow parity` on a generated pair of 20,000-node artifact sets; e.g. PARITY_BENCH_ARGS="--repeat 5"
+bench-parity: install
+	$(BIN)/python bench/parity.py $(PARITY_BENCH_ARGS)
 
 clean:
 	rm -rf .dbtflow tenants/*/target tenants/*/logs

@@ -24,8 +24,12 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dbtflow import cli_notify
+from dbtflow.cli_blocks import app as blocks_app
 from dbtflow.cli_cloud import app as cloud_app
+from dbtflow.cli_cutover import OneLine, cutover, rollback
 from dbtflow.cli_deploy import deploy, schedules_app
+from dbtflow.cli_parity import parity
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
@@ -33,9 +37,14 @@ from dbtflow.request import build_request
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
 err = Console(stderr=True)
 out = Console()
+app.add_typer(blocks_app, name="blocks")
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
 app.add_typer(cloud_app, name="cloud")
+app.command("cutover", cls=OneLine)(cutover)
+app.command("rollback", cls=OneLine)(rollback)
+app.add_typer(cli_notify.app, name="notify")
+cli_notify.add_status_command(app)
 
 
 @app.callback()
@@ -171,6 +180,8 @@ class _NodeProgress:
                 if total and self._progress.tasks[0].total != total:
                     self._progress.update(self._task, total=total, completed=0)
 
+
+app.command("parity")(parity)
 
 if __name__ == "__main__":
     app()

@@ -3,7 +3,12 @@
 Contract
 - `dbtflow deploy` deploys from prefect.yaml through Prefect's own `prefect deploy`, then makes
   the deployment's schedules match the file (`schedules apply`): one command, any Prefect server.
+  A redeploy keeps each existing schedule's on/off state (after a cutover, prod stays active);
+  only cutover and rollback switch schedules.
   `--print-cloud-commands` prints the Prefect Cloud quickstart instead and changes nothing.
+- Before deploying, `dbtflow deploy` records the deployment's current configuration (if it
+  exists) in its deploy history (`dbtflow.deploy_history`), which `dbtflow rollback
+  --deployment-version previous` re-applies; if it cannot record, it does not deploy.
 - `dbtflow schedules apply [FILE]` makes a deployment's schedules exactly the declared ones
   (see `dbtflow.schedules`); `--dry-run` prints the diff and changes nothing. Idempotent.
 
@@ -111,12 +116,72 @@ def deploy(
         return
     if not prefect_file.is_file():
         raise _fail(UserError(f"{prefect_file} not found: run from the repository root or pass --prefect-file"))
+    try:
+        _record_history(prefect_file, name)
+        was_active = _active_flags(prefect_file, name)
+    except UserError as exc:
+        raise _fail(exc) from None
     argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file)]
     done = subprocess.run([*argv, "--name", name], check=False)
     if done.returncode != 0:
         err.print(f"error: `prefect deploy` failed (exit {done.returncode}); see its output above", markup=False)
         raise typer.Exit(1)
     apply_schedules(prefect_file, deployment=None, dry_run=False, project_dir=None)
+    _keep_active_flags(prefect_file, name, was_active)
+
+
+def _active_flags(prefect_file: Path, name: str) -> dict[str, bool]:
+    """slug -> active of the deployed schedules (none before the first deploy)."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from dbtflow import schedules
+
+    deployment, _ = schedules.load(prefect_file, name)
+    with get_client(sync_client=True) as client:
+        try:
+            found = client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            return {}
+        return {s.slug: s.active for s in client.read_deployment_schedules(found.id) if s.slug}
+
+
+def _keep_active_flags(prefect_file: Path, name: str, was_active: dict[str, bool]) -> None:
+    """A redeploy changes what runs and when, never whether: switching schedules is cutover's and rollback's."""
+    from prefect import get_client
+
+    from dbtflow import schedules
+
+    deployment, _ = schedules.load(prefect_file, name)
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment)
+        for active in (True, False):
+            slugs = [slug for slug, on in was_active.items() if on is active]
+            present = {s.slug for s in client.read_deployment_schedules(found.id)}
+            for slug in schedules.set_active(client, found.id, [s for s in slugs if s in present], active):
+                out.print(f"kept schedule {slug} {'active' if active else 'paused'}, as it was before this deploy")
+
+
+def _record_history(prefect_file: Path, name: str) -> None:
+    """Keep the deployment's current configuration (if any) for `dbtflow rollback --deployment-version`."""
+    from prefect import get_client
+
+    from dbtflow import deploy_history, schedules
+    from dbtflow.cutover_journal import Actor
+
+    deployment, _ = schedules.load(prefect_file, name)
+    try:
+        with get_client(sync_client=True) as client:
+            entry = deploy_history.record(client, deployment, "deploy", Actor.current(f"dbtflow deploy --name {name}"))
+    except Exception as exc:  # no history, no deploy: a rollback must always have the previous configuration
+        raise UserError(
+            f"cannot record {deployment}'s current configuration before deploying ({exc}".splitlines()[0] + ")"
+        ) from None
+    if entry is not None:
+        out.print(
+            f"recorded {deployment}'s current configuration as {entry['id']} (rollback: --deployment-version previous)",
+            markup=False,
+        )
 
 
 def _github_repo() -> str:

@@ -8,7 +8,8 @@ Contract
   one-line reason, and dbt never starts), runs the steps in order (stopping at the first
   failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
   in the run's folder, publishes the summary artifact, and ends Completed, or Failed with a
-  message naming the failing nodes, or TimedOut.
+  message naming the failing nodes, or TimedOut. A run that completes with warnings also emits
+  the Prefect event `dbtflow.run.warned` (payload: target, message, warnings) on its flow run.
 - Flow retries (`dbt_flow(..., retries=N)`, `flow.with_options(retries=N)`, or a flow run's
   `empirical_policy.retries` set through the API) rerun from the failure: attempt N+1 reruns
   only what failed or was skipped, through `dbt retry` on the previous attempt's artifacts,
@@ -25,7 +26,9 @@ Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
   partial-parse state or run_results, and `dbt retry` finds the previous results.
 - Artifacts left in the target path by an earlier run are removed before each step, so a
-  step that dies before writing run_results is never credited with an old one.
+  step that dies before writing run_results is never credited with an old one. A `retry`
+  step reads run_results.json there: an explicit `dbt retry` step keeps the one found, a flow
+  retry copies the earlier attempt's; either is removed after the step if it wrote none.
 - A failed attempt with retries left raises `RetryFromFailure` instead of returning a Failed
   state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
   whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
@@ -54,7 +57,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import os
 import re
 import shutil
 import threading
@@ -71,11 +73,13 @@ from prefect.client.schemas.objects import State
 from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
 from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
 from prefect.context import FlowRunContext
+from prefect.events import emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
+from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
 from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
 from dbtflow.errors import UserError
 from dbtflow.invoke import StepOutcome, StepPaths, Stopper, release_connections, run_step
@@ -85,6 +89,7 @@ from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
 from dbtflow.summary import publish, summary_markdown
 
+WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
 LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
 STOP_SECONDS = 45  # how long a timed-out run waits for dbt to stop (reporting gets 30 s of it)
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
@@ -97,10 +102,6 @@ LATEST_RUN: list[Path | None] = [None]
 
 class RetryFromFailure(Exception):
     """A failed attempt with flow retries left: Prefect retries the flow, which resumes from the failure."""
-
-
-def runs_root() -> Path:
-    return Path(os.environ.get("DBTFLOW_RUNS_DIR") or Path.cwd() / ".dbtflow" / "runs")
 
 
 def dbt_flow(
@@ -223,6 +224,8 @@ def _execute(request: RunRequest) -> State:
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
         publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
+        if not outcome.failed and outcome.warnings:
+            _emit_warned(request, outcome)
     for failure in outcome.failures:
         logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
     for warning in {w for step in outcome.steps for w in step.outcome.reporting}:
@@ -431,21 +434,36 @@ def _run_steps(
             break
         if outcome.failed and step.fatal:
             break
-        _clear(paths.target_path)
-        if planned.retry_of is not None:  # dbt retry reads the earlier attempt's run_results from the target path
+        previous = _clear(paths.target_path, keep_results=step.command == "retry")
+        if planned.retry_of is not None:  # a flow retry: dbt retry reads the earlier attempt's run_results
             paths.target_path.mkdir(parents=True, exist_ok=True)
             shutil.copy2(planned.retry_of / "run_results.json", paths.target_path / "run_results.json")
+            previous = _results_signature(paths.target_path)
         try:
             result = run_step(step, paths, request.engine, index, stopper)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
+        if previous is not None and _results_signature(paths.target_path) == previous:
+            _clear(paths.target_path)  # dbt retry stopped before writing results: never credit it with the old ones
         artifacts = store.keep_step(index, step.command, paths.target_path)
         outcome.steps.append(StepReport(index, result, artifacts, attempt=attempt.number))
 
 
-def _clear(target_path: Path) -> None:
+def _clear(target_path: Path, keep_results: bool = False) -> tuple[int, int] | None:
+    """Remove the artifacts of an earlier step; `dbt retry` reads run_results.json, so it may keep that one."""
+    kept = _results_signature(target_path) if keep_results else None
     for name in ARTIFACT_FILES:
-        (target_path / name).unlink(missing_ok=True)
+        if not (kept and name == "run_results.json"):
+            (target_path / name).unlink(missing_ok=True)
+    return kept
+
+
+def _results_signature(target_path: Path) -> tuple[int, int] | None:
+    try:
+        stat = (target_path / "run_results.json").stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | None) -> dict[str, Any]:
@@ -490,6 +508,25 @@ def _planned_entry(planned: PlannedStep, attempt: int) -> dict[str, Any]:
     if planned.retry_of is not None:
         entry["retry_of"] = planned.retry_of.name
     return entry
+
+
+def _emit_warned(request: RunRequest, outcome: RunOutcome) -> None:
+    """`dbtflow.run.warned` on the flow run: what `dbtflow notify setup --on-warning` reacts to (best effort)."""
+    if flow_run.id is None:
+        return
+    warned = [
+        f"{r.resource_type} {r.name} {r.status}: {' '.join((r.message or '').split())[:300]}" for r in outcome.warnings
+    ]
+    more = f"; and {len(warned) - 5} more" if len(warned) > 5 else ""
+    message = f"dbt on {request.target} completed with {len(warned)} warning(s): " + "; ".join(warned[:5]) + more
+    emit_event(
+        event=WARNED_EVENT,
+        resource={
+            "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+            "prefect.resource.name": str(flow_run.name),
+        },
+        payload={"target": request.target, "message": message, "warnings": [w.split(":")[0] for w in warned[:50]]},
+    )
 
 
 def _artifact_key(request: RunRequest) -> str:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,7 @@ EventListener = Callable[[Any], None]
 event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
 NO_PREPARSE = frozenset({"deps", "parse"})
 T = TypeVar("T")
+DRIVER_ERROR = re.compile(r"\d{3,6} \(\w{5}\): ")  # DB-API drivers' "errno (sqlstate): message"
 
 
 @dataclass(frozen=True)
@@ -385,5 +387,7 @@ def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutc
 
 
 def _first_line(text: str) -> str:
+    """dbt's first lines say what it was doing; a driver's error (`390144 (28000): ...`) nested below says why."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " ".join(lines[:3])[:500] if lines else "dbt failed without a message"
+    cause = [line for line in lines[3:] if DRIVER_ERROR.match(line)][-1:]
+    return " ".join(lines[:3] + cause)[:500] if lines else "dbt failed without a message"

@@ -111,7 +111,8 @@ def _from_prefect_yaml(path: Path, doc: dict[str, Any], deployment: str | None) 
         raise UserError(f"{path}: pass --deployment to choose one deployment (it declares: {names})")
     entrypoint = str(chosen[0].get("entrypoint", ""))
     flow_name = entrypoint.rsplit(":", 1)[-1]
-    return deployment or f"{flow_name}/{chosen[0]['name']}", chosen[0].get("schedules") or []
+    name = deployment if deployment and "/" in deployment else f"{flow_name}/{chosen[0]['name']}"
+    return name, chosen[0].get("schedules") or []
 
 
 def _spec(path: Path, index: int, entry: Any) -> ScheduleSpec:

@@ -101,6 +101,7 @@ def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         DBTFLOW_LOCAL_PORT=str(port),
         DBTFLOW_GIT_REPOSITORY=str(repo),
         DBTFLOW_GIT_BRANCH="main",
+        DBTFLOW_WORK_POOL="local-process",
         PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
         PREFECT_HOME=str(root / "local" / "home"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -204,3 +205,18 @@ def test_two_prod_runs_never_overlap_but_dev_and_prod_may(stack: Stack) -> None:
     dev_start, dev_end = _dbt_span(stack, dev)
     first_prod = min((a_start, a_end), (b_start, b_end))
     assert dev_start < first_prod[1] and first_prod[0] < dev_end, "dev waited for prod"
+
+
+def test_a_redeploy_keeps_each_schedule_on_or_off_as_it_was(stack: Stack) -> None:
+    """After a cutover prod is active; redeploying (prefect.yaml says paused) must not pause it."""
+    deployment_id = stack.deployment()["id"]
+    prod = _schedules(stack)["prod"]
+    httpx.patch(f"{stack.api}/deployments/{deployment_id}/schedules/{prod['id']}", json={"active": True}, timeout=60)
+    try:
+        done = stack.cli(str(BIN / "dbtflow"), "deploy", timeout=600)
+        assert "kept schedule prod active, as it was before this deploy" in done.stdout
+        assert _schedules(stack)["prod"]["active"] is True
+        assert _schedules(stack)["dev"]["active"] is True
+    finally:
+        stack.cli(str(BIN / "dbtflow"), "schedules", "apply", "prefect.yaml")
+    assert _schedules(stack)["prod"]["active"] is False

@@ -53,8 +53,8 @@ SPEC_PATH = REPO.parent / "shared" / "reference" / "dbt-cloud-openapi-v2.yaml"
 FIXTURES = HERE / "dbtcloud_fixtures.yaml"
 ARTIFACTS = HERE / "dbtcloud_artifacts"
 
-ADMIN_TOKEN = "dbtc_fake_admin_7Qp2xK9vR4mZ1sT8"
-READ_TOKEN = "dbtc_fake_reader_3Hn6wB0yL5cJ2uF9"
+ADMIN_TOKEN = "dbtc_fake_admin_7Qp2xK9vR4mZ1sT8"  # pragma: allowlist secret (a fake token for the fake API)
+READ_TOKEN = "dbtc_fake_reader_3Hn6wB0yL5cJ2uF9"  # pragma: allowlist secret
 JOB_UPDATE = r"^/api/v2/accounts/\d+/jobs/\d+/$"  # for fault paths (method POST)
 STATUS_NAMES = {1: "Queued", 2: "Starting", 3: "Running", 10: "Success", 20: "Error", 30: "Cancelled"}
 REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests"}

@@ -1,0 +1,139 @@
+"""`dbtflow deploy` records the deployment it replaces; `dbtflow rollback --deployment-version` re-applies it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dbtflow import cli_deploy, deploy_history
+from dbtflow.cli import app
+from tests.cutover.conftest import PULL, Site
+
+pytestmark = pytest.mark.timeout(300)
+NEW_PULL = [
+    {"prefect.deployments.steps.git_clone": {**PULL[0]["prefect.deployments.steps.git_clone"], "branch": "release-2"}},
+    PULL[1],
+]
+
+
+def snapshot(site: Site) -> dict[str, Any]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        found = deploy_history.snapshot(client, site.deployment)
+    assert found is not None
+    return found
+
+
+def crons(snap: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    return {s["slug"]: (s["schedule"]["cron"], s["active"]) for s in snap["schedules"]}
+
+
+def fake_prefect_deploy(site: Site, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """`prefect deploy` stands in as an API update of what a deploy of a new commit changes."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import DeploymentUpdate
+
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def run(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        if "deploy" not in argv or "prefect" not in argv:
+            return real_run(argv, *args, **kwargs)
+        calls.append(list(argv))
+        update = DeploymentUpdate(
+            entrypoint="flows/dbt_wg_flow_v2.py:run_dbt_wg",
+            parameters={"command": "build", "target": "dev", "threads": 8},
+            pull_steps=NEW_PULL,
+            tags=["v2"],
+        )
+        with get_client(sync_client=True) as client:
+            client.update_deployment(site.deployment_id, update)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(cli_deploy.subprocess, "run", run)
+    return calls
+
+
+def write_prefect_yaml(site: Site, folder: Path) -> Path:
+    schedules = [
+        {"slug": "prod", "cron": "30 7 * * 1-5", "timezone": "UTC", "active": False, "parameters": {"target": "prod"}},
+        {"slug": "weekly", "cron": "0 8 * * 0", "timezone": "UTC", "active": False, "parameters": {"target": "prod"}},
+    ]
+    deployment = {"name": site.short, "entrypoint": "flows/dbt_wg_flow.py:run_dbt_wg", "schedules": schedules}
+    path = folder / "prefect.yaml"
+    path.write_text(yaml.safe_dump({"name": "dbtflow", "deployments": [deployment]}, sort_keys=False))
+    return path
+
+
+def test_rollback_re_applies_the_configuration_the_last_deploy_replaced(
+    site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    before = snapshot(site)
+    calls = fake_prefect_deploy(site, monkeypatch)
+    result = CliRunner().invoke(
+        app, ["deploy", "--prefect-file", str(write_prefect_yaml(site, tmp_path)), "--name", site.short]
+    )
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and f"recorded {site.deployment}'s current configuration as " in result.output
+    deployed = snapshot(site)
+    assert deployed["config"]["entrypoint"] == "flows/dbt_wg_flow_v2.py:run_dbt_wg"
+    assert crons(deployed) == {"prod": ("30 7 * * 1-5", False), "weekly": ("0 8 * * 0", False)}
+
+    # cutover happened since: prod is active; a deployment rollback keeps that (the journal's business)
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        prod = next(s for s in client.read_deployment_schedules(site.deployment_id) if s.slug == "prod")
+        client.update_deployment_schedule(site.deployment_id, prod.id, active=True)
+
+    plan = site.run("rollback", "--deployment", site.deployment, "--deployment-version", "previous", "--plan")
+    assert plan.exit_code == 0, plan.output
+    assert "~ re-apply deployment" in plan.output and "flows/dbt_wg_flow.py:run_dbt_wg" in plan.output
+    assert "@main" in plan.output and snapshot(site)["config"] == deployed["config"]
+
+    result = site.run("rollback", "--deployment", site.deployment, "--deployment-version", "previous")
+    assert result.exit_code == 0, result.output
+    restored = snapshot(site)
+    assert restored["config"] == before["config"]  # entrypoint, parameters, pull steps (git branch), tags...
+    assert crons(restored) == {"prod": ("0 6 * * 1-5", True), "dev": ("0 5 * * *", False)}
+    assert [s["parameters"] for s in restored["schedules"]] == [s["parameters"] for s in before["schedules"]]
+
+    again = site.run("rollback", "--deployment", site.deployment, "--deployment-version", "previous")
+    assert again.exit_code == 0, again.output
+    assert "= already has" in again.output and "nothing to roll back" in again.output
+
+    with get_client(sync_client=True) as client:
+        history = deploy_history.load(client, site.deployment)
+    assert [e["reason"] for e in history["entries"]] == ["deploy", "rollback"]
+    forward = history["entries"][1]["id"]  # what the rollback replaced: roll forward to it by id
+    result = site.run("rollback", "--deployment", site.deployment, "--deployment-version", forward)
+    assert result.exit_code == 0, result.output
+    assert snapshot(site)["config"] == deployed["config"]
+
+
+def test_deploy_refuses_when_it_cannot_record_the_current_configuration(
+    site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    with get_client(sync_client=True) as client:
+        key = deploy_history.history_key(site.deployment)
+        client.create_artifact(ArtifactCreate(key=key, type="markdown", data="# edited by hand"))
+    calls = fake_prefect_deploy(site, monkeypatch)
+    result = CliRunner().invoke(
+        app, ["deploy", "--prefect-file", str(write_prefect_yaml(site, tmp_path)), "--name", site.short]
+    )
+    assert result.exit_code == 2
+    assert "cannot record" in result.output and calls == []
+
+
+def test_unknown_version_and_empty_history_are_one_line(site: Site) -> None:
+    result = site.run("rollback", "--deployment", site.deployment, "--deployment-version", "previous")
+    assert result.exit_code == 2 and "no deploy history for" in result.stderr
