@@ -72,7 +72,7 @@ class Attempt:
         how = (
             f"`dbt retry` of step {first.index + 1} (what failed or was skipped)"
             if first and first.retry_of
-            else f"step {first.index + 1} in full (no node of it ran)"
+            else f"step {first.index + 1} in full (no results of it to retry from)"
             if first
             else "nothing"
         )

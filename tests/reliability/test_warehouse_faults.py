@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from dbtflow.flow import dbt_flow
+from tests.fakesnowflake import FakeSnowflake
 from tests.reliability.conftest import duckdb_locked, make_project
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -56,3 +59,77 @@ def _clock(log: str, text: str) -> float:
     line = next(line for line in log.splitlines() if text in line)
     hours, minutes, seconds = line.split(" ", 1)[0].removeprefix("\x1b[0m").split(":")
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+# Snowflake: fakesnow's server behind the login gate (tests/fakesnowflake.py), a plain profile, one thread.
+SNOWFLAKE_PROFILE = """\
+mini:
+  target: snow
+  outputs:
+    snow:
+      type: snowflake
+      account: fakesnow
+      user: FAULT
+      password: "{{{{ env_var('DBT_ENV_SECRET_FAULT_PASSWORD') }}}}"
+      role: FAULT_ROLE
+      warehouse: WG_WH
+      database: WG
+      schema: DBT
+      host: 127.0.0.1
+      port: {port}
+      protocol: http
+      threads: 1
+      connect_retries: 2
+      connect_timeout: 1
+"""
+CHAIN = 20  # views after the first table, one thread: the server goes away with most of them still to run
+
+
+def test_snowflake_gone_mid_run_fails_naming_it_within_a_bound(
+    tmp_path: Path, runs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = uuid.uuid4().hex
+    snowflake = FakeSnowflake(tmp_path)
+    snowflake.set_user("FAULT", passwords=[password])
+    monkeypatch.setenv("DBT_ENV_SECRET_FAULT_PASSWORD", password)
+    chain = {
+        f"v{i:02d}": f"select id from {{{{ ref('{'first' if i == 1 else f'v{i - 1:02d}'}') }}}}"
+        for i in range(1, CHAIN + 1)
+    }
+    project = make_project(tmp_path / "mini", {"first": "{{ config(materialized='table') }}\nselect 1 as id", **chain})
+    (project / "profiles.yml").write_text(SNOWFLAKE_PROFILE.format(port=snowflake.port))
+    stopped: list[float] = []
+
+    def stop_after_the_first_node() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if any(
+                " OK created sql table model DBT.first " in p.read_text(errors="replace")
+                for p in runs_dir.glob("*/dbt.log")
+            ):
+                snowflake.stop()
+                stopped.append(time.monotonic())
+                return
+            time.sleep(0.05)
+
+    stopper = threading.Thread(target=stop_after_the_first_node, daemon=True)
+    stopper.start()
+    try:
+        state = dbt_flow(project, name="reliability_warehouse")(target="snow", return_state=True)
+        ended = time.monotonic()
+    finally:
+        stopper.join(5)
+        snowflake.stop()
+
+    assert stopped, "the server was never stopped: dbt did not build the first model"
+    print(f"Snowflake stopped mid-run: the run failed {ended - stopped[0]:.1f} s later; {state.message}")
+    assert state.is_failed(), state.message
+    assert "SNOWFLAKE_CAUSE" in state.message, state.message
+    assert ended - stopped[0] < 240, "the run hung on a warehouse that was gone"
+    folder = runs_dir / str(state.state_details.flow_run_id)
+    results = {
+        r["unique_id"].split(".")[-1]: r
+        for r in json.loads((folder / "01-build" / "run_results.json").read_text())["results"]
+    }
+    assert results["first"]["status"] == "success"
+    assert password not in (folder / "dbt.log").read_text()
