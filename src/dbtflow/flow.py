@@ -66,12 +66,13 @@ from dbtflow.artifacts import ARTIFACT_FILES, RunStore
 from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
 from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
 from dbtflow.errors import UserError
-from dbtflow.invoke import StepOutcome, StepPaths, Stopper, release_connections, run_step
+from dbtflow.invoke import StepOutcome, StepPaths, run_step
 from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
 from dbtflow.slot import slot_name, target_slot
+from dbtflow.stopper import Stopper, release_connections
 from dbtflow.summary import publish, summary_markdown
 
 WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
