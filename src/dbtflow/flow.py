@@ -72,8 +72,9 @@ from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
 from dbtflow.slot import slot_name, target_slot
-from dbtflow.stopper import Stopper, release_connections
+from dbtflow.stopper import Stopper
 from dbtflow.summary import publish, summary_markdown
+from dbtflow.warehouse import release_connections
 
 WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
 STOP_SECONDS = 45  # how long a timed-out run waits for dbt to stop (reporting gets 30 s of it)

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from dbt.cli.main import dbtRunner
 from prefect.runtime import flow_run
 
+from dbtflow import warehouse
 from dbtflow.request import Step
 from dbtflow.stopper import EventListener, Interrupted, Stopper
 
@@ -91,6 +92,8 @@ def run_step(
     step: Step, paths: StepPaths, engine: Engine = "fast", index: int = 0, stopper: Stopper | None = None
 ) -> StepOutcome:
     os.environ["DBTFLOW_PROJECT_DIR"] = str(paths.project_dir)
+    warehouse.bound_snowflake_retries()
+    warehouse.start_step()
     stopper = stopper or Stopper()
     stopper.begin_step()
     token = event_listeners.set((*event_listeners.get(), stopper.on_event))

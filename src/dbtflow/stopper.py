@@ -8,8 +8,6 @@ Contract
   drains its thread pool (no further node starts), joins its workers and closes its
   connections. `Stopper.interrupted()` says which nodes were running and which of the nodes
   dbt had selected never started.
-- `release_connections()` closes what dbt keeps open between invocations (dbt-duckdb's
-  `keep_open` database): a run must not leave the database file locked.
 
 Pitfalls
 - The stop is an asynchronous exception (`PyThreadState_SetAsyncExc`): Python delivers it when
@@ -30,6 +28,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from dbtflow.warehouse import cancel_queries
 
 T = TypeVar("T")
 EventListener = Callable[[Any], None]
@@ -156,39 +156,3 @@ class Stopper:
 def _async_raise(thread_id: int, exc: type[BaseException] | None) -> None:
     """Raise `exc` in another thread at its next bytecode (None: drop a pending one)."""
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
-
-
-def cancel_queries() -> None:
-    """Cancel the warehouse queries dbt's connections are running, through each adapter."""
-    try:
-        from dbt.adapters.factory import FACTORY
-
-        adapters: list[Any] = list(FACTORY.adapters.values())
-    except Exception:
-        return
-    for adapter in adapters:
-        with contextlib.suppress(Exception):  # best effort: the step is ending anyway
-            adapter.cancel_open_connections()
-
-
-def release_connections() -> None:
-    """Close every warehouse connection dbt holds in this process, once no dbt runs.
-
-    dbt-duckdb keeps its database open between invocations (`keep_open`, the default), which
-    holds the file's lock for the life of the process; a run must not leave it held.
-    """
-    try:
-        from dbt.adapters.factory import FACTORY
-
-        adapters: list[Any] = list(FACTORY.adapters.values())
-    except Exception:
-        return
-    for adapter in adapters:
-        with contextlib.suppress(Exception):
-            adapter.cleanup_connections()
-        manager = type(adapter.connections)
-        environment = getattr(manager, "_ENV", None)  # dbt-duckdb's process-wide database
-        if environment is not None:
-            with contextlib.suppress(Exception):
-                manager.close_all_connections()
-                environment.close()
