@@ -79,6 +79,8 @@ class _Lease:
         self.lease_id: UUID | None = lease_id
         self.name = name
         self._renewed = self._acquired = time.monotonic()
+        self._forgotten: bool | None = None  # decided at the first 404/410: forgotten by the server, or expired
+        self._given_back = False  # the forgotten lease's slot was released by name
         self._stop = threading.Event()
         self._logger = get_run_logger()
         self._http = api_client()
@@ -86,80 +88,92 @@ class _Lease:
         self._thread.start()
 
     def release(self) -> None:
+        """Give the slot back; a few tries through API hiccups, else the lease expires on its own."""
         self._stop.set()
         self._thread.join(15)
         try:
-            if self.lease_id is not None and self._renew() in (404, 410):  # forgotten since the last renewal
-                self._lease_gone(retake=False)
-            if self.lease_id is not None:
-                body = {"lease_id": str(self.lease_id)}
-                self._http.post("v2/concurrency_limits/decrement-with-lease", json=body).raise_for_status()
-        except Exception as exc:  # the API is away: the lease expires on its own
-            self._logger.warning(
-                "could not release the slot %r (it frees itself in %s s): %s", self.name, LEASE_SECONDS, exc
-            )
+            for attempt in range(5):
+                try:
+                    return self._give_back()
+                except httpx.HTTPError as exc:
+                    if attempt == 4:
+                        self._logger.warning(
+                            "could not release the slot %r (it frees itself in %s s): %s", self.name, LEASE_SECONDS, exc
+                        )
+                    else:
+                        time.sleep(2)
         finally:
             self._http.close()
 
-    def _renew(self) -> int | None:
-        """The server's answer to a renewal (HTTP status), None when it could not be reached."""
-        try:
-            response = self._http.post(
-                f"v2/concurrency_limits/leases/{self.lease_id}/renew", json={"lease_duration": LEASE_SECONDS}
-            )
-        except httpx.HTTPError:
-            return None
-        if response.is_success:
-            self._renewed = time.monotonic()
-        return response.status_code
+    def _give_back(self) -> None:
+        if self.lease_id is None:
+            return
+        if self._renew_status() in (404, 410):  # forgotten since the last renewal: decrement-with-lease ignores it
+            self._lease_gone(retake=False)
+            return
+        body = {"lease_id": str(self.lease_id)}
+        self._http.post("v2/concurrency_limits/decrement-with-lease", json=body).raise_for_status()
+        self.lease_id = None
 
     def _loop(self) -> None:
         failing_since: float | None = None
         while self.lease_id is not None and not self._stop.wait(LEASE_SECONDS / 4 if failing_since is None else 3):
-            status = self._renew()
-            if status in (404, 410):
-                try:
+            try:
+                if self._renew_status() in (404, 410):
                     self._lease_gone(retake=True)
-                except Exception as exc:
-                    self._logger.warning("could not take the slot %r again: %s", self.name, exc)
-            elif status is None or status >= 300:
+            except httpx.HTTPError as exc:  # unreachable, or 5xx (a restarting or busy server): try again soon
                 if failing_since is None:
                     failing_since = time.monotonic()
-                    why = f"HTTP {status}" if status else "the API is unreachable"
-                    self._logger.warning("could not renew the slot %r (%s); retrying", self.name, why)
-            elif failing_since is not None:
+                    self._logger.warning("could not renew the slot %r (%s); retrying", self.name, exc)
+                continue
+            if failing_since is not None:
                 self._logger.info("renewed the slot %r after %.0f s", self.name, time.monotonic() - failing_since)
                 failing_since = None
 
+    def _renew_status(self) -> int:
+        """Renew the lease: 2xx, or 404/410 when the server does not know it; raises while the API cannot say."""
+        response = self._http.post(
+            f"v2/concurrency_limits/leases/{self.lease_id}/renew", json={"lease_duration": LEASE_SECONDS}
+        )
+        if response.status_code not in (404, 410):
+            response.raise_for_status()
+            self._renewed = time.monotonic()
+        return response.status_code
+
     def _lease_gone(self, retake: bool) -> None:
-        self.lease_id = None
-        if time.monotonic() - self._renewed >= LEASE_SECONDS - 5:  # it may have expired: the server freed the slot
+        """The server does not know the lease: it expired (the slot is free) or it was forgotten (still counted)."""
+        if self._forgotten is None:
+            self._forgotten = time.monotonic() - self._renewed < LEASE_SECONDS - 5
+        if not self._forgotten:
+            self.lease_id = None
             self._logger.warning(
                 "the slot %r was lost (its lease expired while the API was away): "
                 "another run of this target may start before this one ends",
                 self.name,
             )
             return
-        # it cannot have expired: the server forgot it and still counts the slot, so give it back by name
-        held = time.monotonic() - self._acquired
-        self._http.post(
-            "v2/concurrency_limits/decrement", json={"names": [self.name], "slots": 1, "occupancy_seconds": held}
-        ).raise_for_status()
         forgot = f"the Prefect server forgot the lease of the slot {self.name!r} (restarted with in-memory leases)"
+        if not self._given_back:  # it still counts the slot: give it back by name, once
+            held = time.monotonic() - self._acquired
+            body = {"names": [self.name], "slots": 1, "occupancy_seconds": held}
+            self._http.post("v2/concurrency_limits/decrement", json=body).raise_for_status()
+            self._given_back = True
         if not retake:
+            self.lease_id = None
             self._logger.warning("%s; released the slot by name", forgot)
             return
         response = self._http.post(
             "v2/concurrency_limits/increment-with-lease",
             json={"names": [self.name], "slots": 1, "mode": "concurrency", "lease_duration": LEASE_SECONDS},
         )
-        if response.is_success:
-            self.lease_id, self._renewed = UUID(response.json()["lease_id"]), time.monotonic()
-            self._logger.warning("%s; took the slot again under a new lease", forgot)
-        else:
-            self._logger.warning(
-                "%s and another run took it (HTTP %s): this run carries on without it", forgot, response.status_code
-            )
+        if response.status_code == 423:  # another run took it meanwhile
+            self.lease_id = None
+            self._logger.warning("%s and another run took it: this run carries on without it", forgot)
+            return
+        response.raise_for_status()
+        self.lease_id, self._renewed = UUID(response.json()["lease_id"]), time.monotonic()
+        self._forgotten, self._given_back = None, False
+        self._logger.warning("%s; took the slot again under a new lease", forgot)
 
 
 def _ensure_limit(name: str) -> None:
