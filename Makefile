@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
+# pytest's temporary folders per checkout: two checkouts testing at once must not prune each other's (pytest keeps 3)
+PYTEST_TMP := /tmp/dbtflow-pytest-$(shell printf %s "$(CURDIR)" | md5sum | cut -c1-8)
 BENCH_ARGS ?=
 PARITY_BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
@@ -34,7 +36,7 @@ secrets: install
 	$(BIN)/python scripts/check_secrets.py
 
 test: lint secrets browser
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --basetemp=$(PYTEST_TMP) --durations=25 $(PYTEST_ARGS)
 
 # Debian's chromium, for the headless check of the Prefect UI (tests/e2e/test_ui.py); sudo unless root
 browser:

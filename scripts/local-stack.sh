@@ -40,7 +40,10 @@ stop() {
 start() {
   mkdir -p "$LOCAL/home" "$LOCAL/runs" "$LOCAL/work"
   if ! running server; then
+    # Leases of concurrency slots on disk (Prefect's default keeps them in memory, so a restarted
+    # server would forget them and keep every held slot taken): see docs/reliability.md.
     PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$LOCAL/home/prefect.db" \
+      PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
       PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=${PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS:-10} \
       setsid "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" </dev/null >"$LOCAL/server.log" 2>&1 &
     echo $! >"$LOCAL/server.pid"

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -45,11 +46,14 @@ def free_port() -> int:
 
 
 class PrefectServer:
-    """A `prefect server start` on a free loopback port, with its own home and database."""
+    """A `prefect server start` on a free loopback port, with its own home and database.
 
-    def __init__(self, home: Path) -> None:
+    With `port` (and the home of a stopped one), the same server again: same address, same database.
+    """
+
+    def __init__(self, home: Path, port: int | None = None) -> None:
         self.home = home
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.log = (home / "server.log").open("a")
         env = {
@@ -105,6 +109,14 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> str:
     settings.__enter__()
     _KEEP.append(settings)  # an unreferenced context manager would be closed by the GC
     return server.url
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The local Prefect stack (server, process worker, the deployment): one per session, see tests/e2e/conftest.py."""
+    from tests.e2e.conftest import start_stack
+
+    yield from start_stack(tmp_path_factory)
 
 
 def _build_outputs(folder: str, names: list[str]) -> set[str]:

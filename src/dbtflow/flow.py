@@ -10,6 +10,13 @@ Contract
   in the run's folder, publishes the summary artifact, and ends Completed, or Failed with a
   message naming the failing nodes, or TimedOut. A run that completes with warnings also emits
   the Prefect event `dbtflow.run.warned` (payload: target, message, warnings) on its flow run.
+- Flow retries (`dbt_flow(..., retries=N)`, `flow.with_options(retries=N)`, or a flow run's
+  `empirical_policy.retries` set through the API) rerun from the failure: attempt N+1 reruns
+  only what failed or was skipped, through `dbt retry` on the previous attempt's artifacts,
+  or the failed step in full when none of its nodes ran (see `dbtflow.attempts`). Each
+  attempt's steps get their own folders in the run's folder, and the summary says which
+  attempt built which node. A timeout, an invalid request or a profile that cannot be
+  resolved is final: it is never retried.
 - Two runs of one target never run dbt at the same time: each holds the target's slot, a
   Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
   it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
@@ -19,47 +26,58 @@ Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
   partial-parse state or run_results, and `dbt retry` finds the previous results.
 - Artifacts left in the target path by an earlier run are removed before each step, so a
-  step that dies before writing run_results is never credited with an old one. `dbt retry`
-  reads the previous run_results.json there: it is kept for a retry step, and removed after it
-  if the retry wrote none.
-- The slot is held through a lease that Prefect renews while the run's process lives: a
-  crashed run's slot frees itself within LEASE_SECONDS. The wait for the slot and dbt's own
+  step that dies before writing run_results is never credited with an old one. A `retry`
+  step reads run_results.json there: an explicit `dbt retry` step keeps the one found, a flow
+  retry copies the earlier attempt's; either is removed after the step if it wrote none.
+- A failed attempt with retries left raises `RetryFromFailure` instead of returning a Failed
+  state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
+  whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
+  with retries left lowers the run's `retries` to the attempts made, so Prefect accepts it.
+- The target's slot and its lease: see `dbtflow.slot`. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
-- On timeout the warehouse connections are cancelled through the adapter and no further step
-  starts; the dbt thread is a daemon and ends with its in-flight node.
+- dbt runs on a daemon thread so the flow can stop it at `timeout_seconds`: `invoke.Stopper`
+  raises KeyboardInterrupt in that thread (dbt's own Ctrl-C path: no further node starts, its
+  pool's threads are joined) and cancels the in-flight warehouse queries through the adapter;
+  no further step starts. The run ends TimedOut naming the nodes that were running and those
+  that never started. dbt gets STOP_SECONDS to stop (reporting's own 30 s bound included); a
+  node busy outside the warehouse (a Python model) can outlast that, and its daemon thread is
+  then left to end on its own, with a warning. Once dbt has stopped, or after every run, the
+  warehouse connections dbt keeps open in the process (dbt-duckdb's database) are closed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import inspect
-import re
+import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect import Flow, flow, get_client, get_run_logger
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.objects import State
-from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
 from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
+from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
 from dbtflow.errors import UserError
 from dbtflow.invoke import StepOutcome, StepPaths, run_step
 from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
+from dbtflow.slot import slot_name, target_slot
+from dbtflow.stopper import Stopper
 from dbtflow.summary import publish, summary_markdown
+from dbtflow.warehouse import release_connections
 
 WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
-LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
+STOP_SECONDS = 45  # how long a timed-out run waits for dbt to stop (reporting gets 30 s of it)
 PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 
 
@@ -68,10 +86,24 @@ PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
 LATEST_RUN: list[Path | None] = [None]
 
 
-def dbt_flow(project_dir: str | Path, *, name: str, profiles_dir: str | Path | None = None) -> Flow[..., Any]:
-    """A Prefect flow that runs dbt requests against the project in `project_dir`."""
+class RetryFromFailure(Exception):
+    """A failed attempt with flow retries left: Prefect retries the flow, which resumes from the failure."""
 
-    @flow(name=name, log_prints=False)
+
+def dbt_flow(
+    project_dir: str | Path,
+    *,
+    name: str,
+    profiles_dir: str | Path | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 0,
+) -> Flow[..., Any]:
+    """A Prefect flow that runs dbt requests against the project in `project_dir`.
+
+    With `retries`, a failed run is retried from its failure after `retry_delay_seconds`.
+    """
+
+    @flow(name=name, log_prints=False, retries=retries, retry_delay_seconds=retry_delay_seconds)
     def run_dbt(
         command: str = "build",
         target: str = "dev",
@@ -125,22 +157,15 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         request = build_request(load_project(project_dir, profiles_dir), **parameters)
     except UserError as exc:
         logger.error("invalid request: %s", exc)
+        _final()
         return Failed(message=f"invalid request: {exc}")
 
     name = slot_name(request)
-    _ensure_limit(name)
     cancel = request.on_overlap == "cancel"
     held = False
     try:
         wait = 1.0 if cancel else request.timeout_seconds
-        with concurrency(
-            name,
-            occupy=1,
-            timeout_seconds=wait,
-            lease_duration=LEASE_SECONDS,
-            strict=True,
-            raise_on_lease_renewal_failure=False,
-        ):
+        with target_slot(name, wait):
             held = True
             return _execute(request)
     except TimeoutError:
@@ -152,6 +177,7 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
             return Cancelled(message=message)
         message = f"timed out after {request.timeout_seconds} s waiting for another run of {request.target}"
         logger.error("%s", message)
+        _final()
         return Failed(name="TimedOut", message=message)
 
 
@@ -159,22 +185,27 @@ def _execute(request: RunRequest) -> State:
     logger = get_run_logger()
     store = RunStore(runs_root(), str(flow_run.id or "local"))
     LATEST_RUN[0] = store.folder
-    store.write_json("run.json", _run_record(request, None))
-    outcome = RunOutcome(request.target)
+    attempt = plan_attempt(request, store.folder, max(1, int(flow_run.run_count or 1)))
+    if attempt.number > 1:
+        logger.info("%s", attempt.describe())
+    store.write_json("run.json", _run_record(request, attempt, None))
+    outcome = RunOutcome(request.target, attempt=attempt.number, earlier=earlier_reports(attempt, store.folder))
     try:
         with resolved_profiles(request.project, request.target) as profiles:
             _run_with_timeout(
                 request,
+                attempt,
                 StepPaths(request.project.project_dir, profiles, _target_path(request), store.folder),
                 store,
                 outcome,
             )
     except UserError as exc:
         logger.error("%s", exc)
-        store.write_json("run.json", {**_run_record(request, None), "status": "failed", "message": str(exc)})
+        store.write_json("run.json", {**_run_record(request, attempt, None), "status": "failed", "message": str(exc)})
+        _final()
         return Failed(message=str(exc))
 
-    store.write_json("run.json", _run_record(request, outcome))
+    store.write_json("run.json", _run_record(request, attempt, outcome))
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
         publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
@@ -186,54 +217,90 @@ def _execute(request: RunRequest) -> State:
         logger.warning("%s", warning)
     logger.info("%s; artifacts in %s", outcome.message, store.folder)
     if outcome.timed_out:
+        _final()
         return Failed(name="TimedOut", message=f"{outcome.message} (timeout_seconds={request.timeout_seconds})")
+    if outcome.failed and _retries_left():
+        raise RetryFromFailure(f"{outcome.message} [attempt {attempt.number}; retrying from the failure]")
     return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
 
 
-def slot_name(request: RunRequest) -> str:
-    """The Prefect global concurrency limit (of 1) that keeps two runs of one target apart."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"dbt-{request.project.name}-{request.target}".lower()).strip("-")
+def _retries_left() -> bool:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    retries = context.flow_run.empirical_policy.retries
+    if retries is None:
+        retries = context.flow.retries if context.flow is not None else 0
+    return context.flow_run.run_count <= (retries or 0)
 
 
-def _ensure_limit(name: str) -> None:
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with contextlib.suppress(ObjectAlreadyExists):  # another run of the target created it first
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+def _final() -> None:
+    """This failure is one no retry can fix: lower the run's retries to the attempts made, so Prefect ends it."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None or not _retries_left():
+        return
+    run = context.flow_run
+    policy = run.empirical_policy.model_copy(update={"retries": max(0, run.run_count - 1)})
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, empirical_policy=policy)
+    except Exception as exc:  # Prefect may retry it then; the next attempt reruns the request
+        get_run_logger().warning("could not mark the failure final for Prefect's retries: %s", exc)
 
 
 def _target_path(request: RunRequest) -> Path:
     return request.project.project_dir / "target" / request.target
 
 
-def _run_with_timeout(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome) -> None:
-    """Run the steps on a daemon thread; past the timeout, cancel the warehouse queries."""
+def _run_with_timeout(
+    request: RunRequest, attempt: Attempt, paths: StepPaths, store: RunStore, outcome: RunOutcome
+) -> None:
+    """Run the steps on a daemon thread; past the timeout, stop dbt as Ctrl-C would and cancel its queries."""
+    stopper = Stopper()
     context = contextvars.copy_context()  # the flow run context, for prefect-dbt's task runs
     runner = threading.Thread(
-        target=context.run, args=(_run_steps, request, paths, store, outcome), name="dbtflow-dbt", daemon=True
+        target=context.run,
+        args=(_run_steps, request, attempt, paths, store, outcome, stopper),
+        name="dbtflow-dbt",
+        daemon=True,
     )
     runner.start()
     runner.join(request.timeout_seconds)
     if runner.is_alive():
         outcome.timed_out = True
-        _cancel_warehouse_queries()
-        runner.join(30)
+        stopping = time.monotonic()
+        stopper.stop(f"timed out after {request.timeout_seconds} s")
+        runner.join(STOP_SECONDS)
+        outcome.stop_seconds = round(time.monotonic() - stopping, 2)
+        if runner.is_alive():
+            outcome.stop_warning = f"dbt did not stop within {STOP_SECONDS} s of the timeout; left to end on its own"
+    if not runner.is_alive():
+        release_connections()
 
 
-def _run_steps(request: RunRequest, paths: StepPaths, store: RunStore, outcome: RunOutcome) -> None:
-    for index, step in enumerate(request.steps):
-        if outcome.timed_out or (outcome.failed and step.fatal):
+def _run_steps(
+    request: RunRequest, attempt: Attempt, paths: StepPaths, store: RunStore, outcome: RunOutcome, stopper: Stopper
+) -> None:
+    for position, planned in enumerate(attempt.steps):
+        step, index = planned.step, attempt.first_index + position
+        if stopper.stopped or outcome.timed_out:
+            outcome.steps_not_started = [str(p.step) for p in attempt.steps[position:]]
+            break
+        if outcome.failed and step.fatal:
             break
         previous = _clear(paths.target_path, keep_results=step.command == "retry")
+        if planned.retry_of is not None:  # a flow retry: dbt retry reads the earlier attempt's run_results
+            paths.target_path.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(planned.retry_of / "run_results.json", paths.target_path / "run_results.json")
+            previous = _results_signature(paths.target_path)
         try:
-            result = run_step(step, paths, request.engine, index)  # type: ignore[arg-type]
+            result = run_step(step, paths, request.engine, index, stopper)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
         if previous is not None and _results_signature(paths.target_path) == previous:
             _clear(paths.target_path)  # dbt retry stopped before writing results: never credit it with the old ones
-        outcome.steps.append(StepReport(index, result, store.keep_step(index, step.command, paths.target_path)))
+        artifacts = store.keep_step(index, step.command, paths.target_path)
+        outcome.steps.append(StepReport(index, result, artifacts, attempt=attempt.number))
 
 
 def _clear(target_path: Path, keep_results: bool = False) -> tuple[int, int] | None:
@@ -253,18 +320,7 @@ def _results_signature(target_path: Path) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
-def _cancel_warehouse_queries() -> None:
-    try:
-        from dbt.adapters.factory import FACTORY
-
-        adapters: list[Any] = list(FACTORY.adapters.values())
-        for adapter in adapters:
-            adapter.cancel_open_connections()
-    except Exception:  # best effort: the run is already ending as TimedOut
-        pass
-
-
-def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, Any]:
+def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "flow_run_id": str(flow_run.id) if flow_run.id else None,
         "project": request.project.name,
@@ -272,20 +328,40 @@ def _run_record(request: RunRequest, outcome: RunOutcome | None) -> dict[str, An
         "target": request.target,
         "engine": request.engine,
         "parameters": request.parameters,
-        "steps": [{"command": s.command, "argv": s.argv, "fatal": s.fatal} for s in request.steps],
+        "attempt": attempt.number,
+        "steps": [*attempt.earlier, *(_planned_entry(p, attempt.number) for p in attempt.steps)],
     }
     if outcome is not None:
         record["status"] = "timed_out" if outcome.timed_out else ("failed" if outcome.failed else "completed")
         record["message"] = outcome.message
-        for report in outcome.steps:
-            record["steps"][report.index].update(
+        for position, report in enumerate(outcome.steps):
+            record["steps"][len(attempt.earlier) + position].update(
                 folder=report.artifacts.folder.name,
                 success=report.outcome.success,
                 error=report.outcome.error,
                 parse=str(report.outcome.parse) if report.outcome.parse else None,
                 reporting=list(report.outcome.reporting),
             )
+            if report.outcome.interrupted is not None:
+                record["steps"][len(attempt.earlier) + position]["interrupted"] = report.outcome.interrupted
+        if outcome.timed_out:
+            record["steps_not_started"] = outcome.steps_not_started
+            record["stop_warning"] = outcome.stop_warning
+            record["stop_seconds"] = outcome.stop_seconds  # from the stop to dbt's thread ending
     return record
+
+
+def _planned_entry(planned: PlannedStep, attempt: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "command": planned.step.command,
+        "argv": planned.step.argv,
+        "fatal": planned.step.fatal,
+        "attempt": attempt,
+        "step": planned.index,
+    }
+    if planned.retry_of is not None:
+        entry["retry_of"] = planned.retry_of.name
+    return entry
 
 
 def _emit_warned(request: RunRequest, outcome: RunOutcome) -> None:

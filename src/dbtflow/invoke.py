@@ -15,6 +15,7 @@ Contract
 - dbt gets an argv list; the paths dbtflow owns are appended here: project, resolved profiles,
   a per-target target path and the run's log folder. dbt's console output is off (its lines
   reach Prefect's logs through the reporter; dbt.log keeps the debug detail).
+- A `Stopper` (`dbtflow.stopper`) passed to `run_step` stops dbt from another thread.
 
 Pitfalls
 - `deps` and `parse` run without the pre-parse (deps must not need installed packages).
@@ -40,10 +41,11 @@ from typing import Any, Literal
 from dbt.cli.main import dbtRunner
 from prefect.runtime import flow_run
 
+from dbtflow import warehouse
 from dbtflow.request import Step
+from dbtflow.stopper import EventListener, Interrupted, Stopper
 
 Engine = Literal["fast", "prefect-dbt"]
-EventListener = Callable[[Any], None]
 event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
 NO_PREPARSE = frozenset({"deps", "parse"})
 DRIVER_ERROR = re.compile(r"\d{3,6} \(\w{5}\): ")  # DB-API drivers' "errno (sqlstate): message"
@@ -83,45 +85,72 @@ class StepOutcome:
     error: str | None = None
     parse: ParseInfo | None = None
     reporting: tuple[str, ...] = ()
+    interrupted: Interrupted | None = None
 
 
-def run_step(step: Step, paths: StepPaths, engine: Engine = "fast", index: int = 0) -> StepOutcome:
+def run_step(
+    step: Step, paths: StepPaths, engine: Engine = "fast", index: int = 0, stopper: Stopper | None = None
+) -> StepOutcome:
     os.environ["DBTFLOW_PROJECT_DIR"] = str(paths.project_dir)
-    if engine == "prefect-dbt":
-        return _run_prefect_dbt(step, paths)
-    return _run_fast(step, paths, index)
+    warehouse.bound_snowflake_retries()
+    warehouse.start_step()
+    stopper = stopper or Stopper()
+    stopper.begin_step()
+    token = event_listeners.set((*event_listeners.get(), stopper.on_event))
+    try:
+        if engine == "prefect-dbt":
+            outcome = _run_prefect_dbt(step, paths, stopper)
+        else:
+            outcome = _run_fast(step, paths, index, stopper)
+    except KeyboardInterrupt:
+        if not stopper.stopped:
+            raise
+        outcome = StepOutcome(step, success=False)
+    finally:
+        event_listeners.reset(token)
+    interrupted = stopper.interrupted()
+    if interrupted is not None:
+        outcome = replace(outcome, success=False, error=f"stopped: {interrupted.reason}", interrupted=interrupted)
+    return outcome
 
 
-def _run_fast(step: Step, paths: StepPaths, index: int) -> StepOutcome:
+def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> StepOutcome:
     from dbtflow.reporter import NodeReporter
 
     reporter = NodeReporter(flow_run.id, flow_run.name, index) if flow_run.id else None
     callbacks = list(event_listeners.get())
     if reporter is not None:
-        callbacks.append(reporter.on_event)
+        callbacks.append(stopper.quiet(reporter.on_event))
         reporter.start()
     quiet = ["--log-level", "none", "--log-level-file", "debug"]  # console off (the reporter logs), dbt.log as usual
     try:
-        outcome = _invoke_parsed(step, [*paths.argv(), *quiet], callbacks, reporter)
+        outcome = _invoke_parsed(step, [*paths.argv(), *quiet], callbacks, reporter, stopper)
     finally:
         warnings = tuple(reporter.close()) if reporter is not None else ()
     return replace(outcome, reporting=warnings)
 
 
-def _invoke_parsed(step: Step, common: list[str], callbacks: list[EventListener], reporter: Any) -> StepOutcome:
+def _invoke_parsed(
+    step: Step, common: list[str], callbacks: list[EventListener], reporter: Any, stopper: Stopper
+) -> StepOutcome:
     manifest, parse = None, None
     if step.command not in NO_PREPARSE:
-        manifest, parse, error = _parse(step, common, callbacks)
+        manifest, parse, error = _parse(step, common, callbacks, stopper)
         if manifest is None:
             return StepOutcome(step, success=False, error=error, parse=parse)
         if reporter is not None:
             reporter.set_manifest(manifest)
-    result = dbtRunner(manifest=manifest, callbacks=callbacks).invoke([*step.argv, *common])
+    runner = dbtRunner(manifest=manifest, callbacks=callbacks)
+    result = stopper.call(lambda: runner.invoke([*step.argv, *common]))
+    if result is None:
+        return StepOutcome(step, success=False, parse=parse)
     error = _first_line(str(result.exception)) if result.exception else None
     return StepOutcome(step, success=bool(result.success), error=error, parse=parse)
 
 
-def _parse(step: Step, common: list[str], callbacks: list[EventListener]) -> tuple[Any, ParseInfo, str | None]:
+def _parse(
+    step: Step, common: list[str], callbacks: list[EventListener], stopper: Stopper
+) -> tuple[Any, ParseInfo, str | None]:
     """`dbt parse` with the step's target and vars; returns (manifest, how it parsed, error)."""
     seen: dict[str, str] = {}
 
@@ -136,19 +165,22 @@ def _parse(step: Step, common: list[str], callbacks: list[EventListener]) -> tup
         if flag in step.argv:
             globals_ += [flag, step.argv[step.argv.index(flag) + 1]]
     started = time.perf_counter()
-    result = dbtRunner(callbacks=[probe, *callbacks]).invoke(["parse", *globals_, *common])
+    runner = dbtRunner(callbacks=[probe, *callbacks])
+    result = stopper.call(lambda: runner.invoke(["parse", *globals_, *common]))
     seconds = time.perf_counter() - started
     full = "UnableToPartialParse" in seen or "PartialParsingNotEnabled" in seen or not seen
     reason = seen.get("UnableToPartialParse") or (
         "partial parsing is off" if "PartialParsingNotEnabled" in seen else None
     )
     info = ParseInfo(partial=not full, seconds=seconds, reason=reason)
+    if result is None:
+        return None, info, "stopped"
     if not result.success:
         return None, info, _first_line(str(result.exception or "dbt parse failed"))
     return result.result, info, None
 
 
-def _run_prefect_dbt(step: Step, paths: StepPaths) -> StepOutcome:
+def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutcome:
     from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
     class Runner(PrefectDbtRunner):
@@ -171,9 +203,11 @@ def _run_prefect_dbt(step: Step, paths: StepPaths) -> StepOutcome:
     )
     runner = Runner(settings=settings, raise_on_failure=False)
     try:
-        result = runner.invoke([*step.argv, "--log-path", str(paths.log_path)])
+        result = stopper.call(lambda: runner.invoke([*step.argv, "--log-path", str(paths.log_path)]))
     except ValueError as exc:
         return StepOutcome(step, success=False, error=_first_line(str(exc)))
+    if result is None:
+        return StepOutcome(step, success=False)
     error = _first_line(str(result.exception)) if result.exception else None
     return StepOutcome(step, success=bool(result.success), error=error)
 

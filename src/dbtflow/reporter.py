@@ -107,7 +107,7 @@ class NodeReporter:
 
     def start(self) -> None:
         self._related = _run_context_related(self.flow_run_id, self.flow_run_name)
-        self._http = _api_client()
+        self._http = api_client()
         self._thread = threading.Thread(target=self._loop, name="dbtflow-reporter", daemon=True)
         self._thread.start()
 
@@ -422,7 +422,7 @@ def _run_context_related(flow_run_id: UUID, flow_run_name: str) -> list[dict[str
     return related
 
 
-def _api_client() -> httpx.Client:
+def api_client() -> httpx.Client:
     """An httpx client for the Prefect API this run reports to (a server, Cloud, or the ephemeral
     API whose URL only Prefect's own client knows), without retries of its own."""
     from prefect.client.orchestration import get_client

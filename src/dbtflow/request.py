@@ -511,7 +511,21 @@ def _state_path(where: str, value: str) -> str:
         raise InvalidRequest(f"{where}: {value!r} is not a folder; point it at the artifacts of a previous run")
     if not (path / "manifest.json").is_file():
         raise InvalidRequest(f"{where}: {value!r} has no manifest.json; point it at the artifacts of a previous run")
+    if not _looks_whole(path / "manifest.json"):
+        raise InvalidRequest(
+            f"{where}: {value!r} holds a truncated or non-JSON manifest.json; "
+            "copy the artifacts of a previous run again"
+        )
     return str(path.resolve())
+
+
+def _looks_whole(path: Path) -> bool:
+    """A JSON object from first to last byte: a cheap check (manifests are large) that catches a cut-off copy."""
+    with path.open("rb") as file:
+        head = file.read(64).lstrip()
+        file.seek(max(0, path.stat().st_size - 64))
+        tail = file.read().rstrip()
+    return head.startswith(b"{") and tail.endswith(b"}")
 
 
 def _check_job_options_apply(job_options: dict[str, list[str]], commands: list[str]) -> None:

@@ -2,7 +2,8 @@
 
 Contract
 - `summary_markdown(outcome, run_folder)` renders: the steps with their status, counts per
-  resource type and status, every failure with dbt's message and where its compiled SQL is,
+  resource type and status, after a flow retry the attempts (every step with its attempt, and
+  which attempt built which node), every failure with dbt's message and where its compiled SQL is,
   skipped nodes with the failure that caused the skip, warnings, the slowest nodes, and where
   the artifacts are kept. Deterministic for a given outcome.
 - `publish(outcome, run_folder, key)` creates the Prefect markdown artifact; a failure to
@@ -29,6 +30,10 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
         nodes, seconds, parse = len(s.artifacts.results), s.artifacts.elapsed_time, s.outcome.parse or "-"
         lines.append(f"| {s.index + 1} | `{s.outcome.step}` | {result} | {nodes} | {seconds:.1f} | {parse} |")
     lines += _counts_table(outcome)
+    if outcome.earlier:
+        lines += ["", "## Attempts", "", *_attempts(outcome)]
+    if outcome.timed_out:
+        lines += ["", "## Timed out", "", *_stopped(outcome)]
     if outcome.failures or outcome.failed_steps:
         lines += ["", "## Failures", ""]
         for step in outcome.steps:
@@ -52,6 +57,42 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
         lines += [f"| {r.resource_type} `{r.name}` | {r.status} | {r.execution_time:.2f} |" for r in slowest]
     lines += ["", f"Artifacts and dbt.log: `{run_folder}`", ""]
     return "\n".join(lines)
+
+
+def _attempts(outcome: RunOutcome) -> list[str]:
+    lines = [f"This is attempt {outcome.attempt}; it resumed from the first failure of the attempt before.", ""]
+    lines += ["| attempt | # | command | result | nodes |", "|---|---|---|---|---|"]
+    for s in [*outcome.earlier, *outcome.steps]:
+        result = "ok" if not s.failed else ("failed" if s.outcome.step.fatal else "failed (not fatal)")
+        lines.append(f"| {s.attempt} | {s.index + 1} | `{s.outcome.step}` | {result} | {len(s.artifacts.results)} |")
+    built = outcome.built_by_attempt()
+    for attempt in sorted(built, reverse=True):
+        nodes = sorted(built[attempt], key=lambda r: (r.resource_type, r.name))
+        if attempt == 1 and attempt != outcome.attempt and len(nodes) > SLOWEST:
+            lines += ["", f"Built on attempt 1: the other {len(nodes)} nodes (its step folders list them)."]
+        else:
+            names = ", ".join(f"{r.resource_type} `{r.name}`" for r in nodes)
+            lines += ["", f"Built on attempt {attempt}: {names}."]
+    return lines
+
+
+def _stopped(outcome: RunOutcome) -> list[str]:
+    lines: list[str] = []
+    for step in outcome.steps:
+        stopped = step.outcome.interrupted
+        if stopped is None:
+            continue
+        lines.append(f"Step {step.index + 1} `{step.outcome.step}` was stopped ({stopped.reason}).")
+        lines.append(f"- running when stopped: {', '.join(f'`{n}`' for n in stopped.running) or 'none'}")
+        if stopped.not_started is None:
+            lines.append("- never started: every node of the step (stopped before dbt selected them)")
+        else:
+            lines.append(f"- never started: {', '.join(f'`{n}`' for n in stopped.not_started) or 'none'}")
+    if outcome.steps_not_started:
+        lines.append(f"- steps never started: {', '.join(f'`{s}`' for s in outcome.steps_not_started)}")
+    if outcome.stop_warning:
+        lines.append(f"- {outcome.stop_warning}")
+    return lines
 
 
 def _counts_table(outcome: RunOutcome) -> list[str]:

@@ -1,6 +1,7 @@
 """The local Prefect stack (`scripts/local-stack.sh`, what `make deploy-local` runs) for e2e tests.
 
-One stack per test session (`stack`), stopped at its end. It runs in a temporary folder from a
+One stack per test session (the fixture `stack`, defined in tests/conftest.py so that
+tests/reliability shares it), stopped at its end. It runs in a temporary folder from a
 git snapshot of this working tree: each flow run clones it and runs the pull steps of
 prefect.yaml, as on any Prefect server. In the snapshot the tenant's dev and prod targets are
 DuckDB (the project is otherwise the same), so scheduled dev and prod runs build for real
@@ -89,8 +90,8 @@ def _snapshot(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack behind the session fixture `stack` (tests/conftest.py, shared with tests/reliability)."""
     root = tmp_path_factory.mktemp("stack")
     repo = _snapshot(root / "repo")
     port = free_port()
@@ -106,6 +107,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_WORKER_QUERY_SECONDS="2",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+        # a run waiting for its target's slot asks again after at most 5 s (Prefect's default: 30 s),
+        # so the load test's queue of 20 runs drains in minutes
+        PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS="5",
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
     )
     script = [str(REPO / "scripts" / "local-stack.sh")]

@@ -76,6 +76,33 @@ def test_state_folder_without_manifest(tenant: Path, tmp_path: Path):
     assert "has no manifest.json" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "text", ['{"metadata": {"dbt_schema_version": "https://schemas.getdbt', "<html>503</html>", ""]
+)
+def test_state_folder_with_a_truncated_or_foreign_manifest(tenant: Path, tmp_path: Path, text: str):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "manifest.json").write_text(text)
+    args = [
+        "run",
+        "--project-dir",
+        str(tenant),
+        "--target",
+        "local",
+        "--select",
+        "state:modified+",
+        "--state",
+        str(state),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: state: {str(state)!r} holds a truncated or non-JSON manifest.json; "
+        "copy the artifacts of a previous run again"
+    ]
+    assert not (tenant / "target").exists(), "dbt started: it wrote target/"
+
+
 def test_missing_project(tmp_path: Path):
     result = runner.invoke(app, ["run", "--project-dir", str(tmp_path / "nowhere")])
     assert result.exit_code == 2

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from prefect.concurrency.sync import concurrency
 
-from dbtflow.flow import _ensure_limit, dbt_flow, runs_root
+from dbtflow.flow import dbt_flow, runs_root
+from dbtflow.slot import _ensure_limit
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
