@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbtflow.dbtcloud import DbtCloudClient
+from dbtflow.parity_report import iso_utc
 from tests.cutover.conftest import Site
 from tests.fakes.dbtcloud_server import JOB_UPDATE
 
@@ -193,8 +193,11 @@ def test_the_journal_is_in_the_file_and_in_prefect_before_each_next_change(
 
 
 def _age(path: Path, days: float) -> Path:
-    stamp = time.time() - days * 86400
-    os.utime(path, (stamp, stamp))
+    """The report as if `dbtflow parity` had made it `days` ago (its generated_at; the file time no longer counts)."""
+    doc = json.loads(path.read_text())
+    assert doc["generated_at"], "the real command dates its reports"
+    doc["generated_at"] = iso_utc(datetime.now(UTC) - timedelta(days=days))
+    path.write_text(json.dumps(doc))
     return path
 
 
@@ -230,7 +233,7 @@ def test_a_parity_age_limit_is_honoured(site: Site) -> None:
     assert site.run(*site.cutover_args("--plan", "--max-parity-age", "1d")).exit_code == 2
     result = site.run(*site.cutover_args("--plan", "--max-parity-age", "72h"))
     assert result.exit_code == 0, result.output
-    assert "2.0 d old by its file modified time" in result.output
+    assert "2.0 d old by its generated_at time" in result.output
 
 
 @pytest.mark.parametrize(
