@@ -11,7 +11,7 @@ import pytest
 
 from dbtflow.dbtcloud import DbtCloudClient
 from dbtflow.parity_report import iso_utc
-from tests.cutover.conftest import Site
+from tests.cutover.conftest import SCHEDULES, Site
 from tests.fakes.dbtcloud_server import JOB_UPDATE
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,10 +34,13 @@ def one_line(text: str) -> str:
 
 def test_cutover_then_rollback_leaves_every_job_byte_for_byte_and_the_schedules_paused(site: Site) -> None:
     original = site.cloud.snapshot_jobs()
+    declared = {s["slug"]: s["parameters"] for s in SCHEDULES}
+    assert site.schedule_parameters() == declared
 
     result = site.run(*site.cutover_args("--apply"))
     assert result.exit_code == 0, result.output
     assert "cutover done: 4 change(s)" in result.output
+    assert site.schedule_parameters() == declared  # prod still runs target prod, not the deployment's default
     assert not schedule_on(site, 1001) and not schedule_on(site, 1002)
     assert snapshots_except(site, CUT) == {k: v for k, v in original.items() if k not in CUT}
     for job_id in CUT:  # nothing but triggers.schedule changed
@@ -63,6 +66,7 @@ def test_cutover_then_rollback_leaves_every_job_byte_for_byte_and_the_schedules_
     assert "rollback done: 4 change(s)" in result.output
     assert site.cloud.snapshot_jobs() == original  # byte for byte, every job of the account
     assert site.schedules() == {"prod": False, "dev": False}
+    assert site.schedule_parameters() == declared
     assert site.journal_in_prefect() == site.journal_on_disk()
 
     posts = site.job_posts()

@@ -211,11 +211,14 @@ def test_a_redeploy_keeps_each_schedule_on_or_off_as_it_was(stack: Stack) -> Non
     """After a cutover prod is active; redeploying (prefect.yaml says paused) must not pause it."""
     deployment_id = stack.deployment()["id"]
     prod = _schedules(stack)["prod"]
-    httpx.patch(f"{stack.api}/deployments/{deployment_id}/schedules/{prod['id']}", json={"active": True}, timeout=60)
+    # as cutover does it: with the parameters (Prefect's schedule PATCH resets those it is not given)
+    activate = {"active": True, "parameters": prod["parameters"]}
+    httpx.patch(f"{stack.api}/deployments/{deployment_id}/schedules/{prod['id']}", json=activate, timeout=60)
     try:
         done = stack.cli(str(BIN / "dbtflow"), "deploy", timeout=600)
         assert "kept schedule prod active, as it was before this deploy" in done.stdout
         assert _schedules(stack)["prod"]["active"] is True
+        assert _schedules(stack)["prod"]["parameters"] == _declared()["prod"]["parameters"]  # still a prod build
         assert _schedules(stack)["dev"]["active"] is True
     finally:
         stack.cli(str(BIN / "dbtflow"), "schedules", "apply", "prefect.yaml")
