@@ -127,6 +127,13 @@ class Runbook:
     snowflake: FakeSnowflake
     new_key: KeyPair  # registered in Snowflake's second slot; the rotation block gets it in its environment
     job_before: bytes  # job 1001 as the dbt Cloud API served it before any block ran
+    schedules_before: dict[str, Any]  # the deployment's schedules before any block ran
+
+
+def schedules(stack: Stack) -> dict[str, Any]:
+    """slug -> what a schedule is (on or off, its cron, the parameters its runs get), as the API returns it."""
+    found = stack.get(f"/deployments/{stack.deployment()['id']}/schedules")
+    return {s["slug"]: {k: s[k] for k in ("active", "schedule", "parameters")} for s in found}
 
 
 def fetch_job(cloud: FakeDbtCloud) -> bytes:
@@ -188,7 +195,7 @@ def runbook(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         cloud.add_run(JOB, [FakeStep(f"dbt {PARITY_COMMAND}", artifacts_from_dir(step))])
         env.update(FLOW_RUN_ID=failing, PROD_RUN_ID=completed, DBT_CLOUD_HOST=cloud.url, DBT_CLOUD_ACCOUNT_ID="1")
         env.update(DBT_CLOUD_API_TOKEN=ADMIN_TOKEN, DBT_CLOUD_JOB_ID=str(JOB))
-        yield Runbook(stack, repo, env, cloud, snowflake, new, fetch_job(cloud))
+        yield Runbook(stack, repo, env, cloud, snowflake, new, fetch_job(cloud), schedules(stack))
 
 
 def _remove_cutover_files(repo: Path) -> None:
@@ -295,9 +302,9 @@ def _check_cutover_undone(runbook: Runbook) -> None:
     after = fetch_job(runbook.cloud)
     assert after == runbook.job_before, "dbt Cloud job 1001 differs from before cutover"
     assert json.loads(after)["triggers"]["schedule"] is True
-    deployment_id = runbook.stack.deployment()["id"]
-    active = {s["slug"]: s["active"] for s in runbook.stack.get(f"/deployments/{deployment_id}/schedules")}
-    assert active == {"dev": True, "prod": False}, active
+    after_rollback = schedules(runbook.stack)
+    assert {slug: s["active"] for slug, s in after_rollback.items()} == {"dev": True, "prod": False}
+    assert after_rollback == runbook.schedules_before  # prod's parameters too: it builds target prod when resumed
     report = json.loads((runbook.repo / "parity-prod.json").read_text())
     assert report["target"] == "prod" and report["generated_at"] and report["exit_code"] == 0
 
