@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,16 +139,20 @@ def test_a_scheduled_run_merges_its_schedule_parameters_and_builds_on_the_worker
     soon = {"slug": "every-minute", "cron": "* * * * *", "parameters": {"target": "local"}}
     file = tmp_path / "schedules.yaml"
     file.write_text(yaml.safe_dump({"deployment": DEPLOYMENT, "schedules": [*declared, soon]}))
+    applied = datetime.now(UTC)
     stack.cli(str(BIN / "dbtflow"), "schedules", "apply", str(file))
     deployment_id = stack.deployment()["id"]
     try:
         deadline = time.monotonic() + 180
-        while True:  # the scheduler, not this test, creates the run
+        while True:  # the scheduler, not this test, creates the run (runs of other tests on the stack started earlier)
             runs = stack.post(
                 "/flow_runs/filter",
                 {
                     "deployments": {"id": {"any_": [deployment_id]}},
-                    "flow_runs": {"state": {"type": {"any_": ["RUNNING", "COMPLETED", "FAILED", "PENDING"]}}},
+                    "flow_runs": {
+                        "state": {"type": {"any_": ["RUNNING", "COMPLETED", "FAILED", "PENDING"]}},
+                        "expected_start_time": {"after_": applied.isoformat()},
+                    },
                     "sort": "EXPECTED_START_TIME_ASC",
                     "limit": 5,
                 },
