@@ -147,6 +147,15 @@ def build_app(users_file: Path) -> Any:
     return Starlette(routes=routes)
 
 
+def settings_args(snowflake: FakeSnowflake, user: str) -> list[str]:
+    """`dbtflow blocks setup` options for `user` on this server (endpoint overrides host/port/protocol http)."""
+    return [
+        "--account", snowflake.account, "--user", user, "--role", f"{user}_ROLE", "--warehouse", "WG_WH",
+        "--database", "WG", "--schema", "DBT", "--host", snowflake.host, "--port", str(snowflake.port),
+        "--protocol", "http",
+    ]  # fmt: skip
+
+
 class FakeSnowflake:
     """A gated fakesnow server in its own process on a free loopback port."""
 

@@ -35,3 +35,11 @@ def new_key(passphrase: str | None = None) -> KeyPair:
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return KeyPair(pem, public.decode(), base64.b64encode(der).decode(), passphrase)
+
+
+def key_env(key: KeyPair) -> dict[str, str]:
+    """The environment `dbtflow blocks setup` reads the key from (never argv): for a subprocess's env only."""
+    env = {"DBTFLOW_SNOWFLAKE_PRIVATE_KEY": key.private_pem}
+    if key.passphrase:
+        env["DBTFLOW_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"] = key.passphrase
+    return env

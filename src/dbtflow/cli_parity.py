@@ -4,7 +4,8 @@ Contract
 - One dbt Cloud side (`--cloud-artifacts DIR`, or `--cloud-run ID` / `--cloud-job ID` fetched
   through `fetch_cloud_artifacts`) and one Prefect side (`--prefect-run ID|latest` from the
   run store under `--runs-dir`, or `--prefect-artifacts DIR`). Prints the markdown report,
-  writes `--markdown-out` / `--json-out` (`-` = stdout), applies `--accept FILE`, and when the
+  writes `--markdown-out` / `--json-out` (`-` = stdout; the JSON carries `generated_at`, now in
+  UTC, and the Prefect side's `target` when its run says), applies `--accept FILE`, and when the
   Prefect side is a stored flow run and a Prefect API is configured, publishes the markdown as
   an artifact of that flow run (a failure to publish is a warning, never a different exit).
 - Exit 0: parity holds or every difference is explained or accepted; 1: something is
@@ -16,6 +17,7 @@ Contract
 Pitfalls
 - The API token is never an option value (it would show in `ps` and shell history): it comes
   from a Prefect Secret block (`--cloud-token-secret`) or the environment, read by the client.
+  The host and account may come from DBT_CLOUD_HOST / DBT_CLOUD_ACCOUNT_ID, as for cutover.
 - Prefect is imported only to publish, so comparing files needs no Prefect API and starts none.
 """
 
@@ -26,6 +28,7 @@ import re
 import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Protocol
 from uuid import UUID
@@ -120,8 +123,12 @@ def parity(
     cloud_artifacts: Annotated[Path | None, typer.Option(help="Folder of the dbt Cloud run's artifacts.")] = None,
     cloud_run: Annotated[int | None, typer.Option(help="A dbt Cloud run id (fetched through the API).")] = None,
     cloud_job: Annotated[int | None, typer.Option(help="A dbt Cloud job id: its last successful run.")] = None,
-    cloud_host: Annotated[str | None, typer.Option(help="dbt Cloud host, e.g. emea.dbt.com.")] = None,
-    cloud_account_id: Annotated[int | None, typer.Option(help="dbt Cloud account id.")] = None,
+    cloud_host: Annotated[
+        str | None, typer.Option(envvar="DBT_CLOUD_HOST", help="dbt Cloud region, host or URL, e.g. emea.dbt.com.")
+    ] = None,
+    cloud_account_id: Annotated[
+        int | None, typer.Option(envvar="DBT_CLOUD_ACCOUNT_ID", help="dbt Cloud account id.")
+    ] = None,
     cloud_token_secret: Annotated[
         str | None, typer.Option(help="Prefect Secret block with the dbt Cloud API token (else the environment).")
     ] = None,
@@ -173,16 +180,18 @@ def _parity(
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     markdown = report_markdown(report)
+    # generated_at: now, when the report is made; the cutover gate ages a report by it
+    document = json.dumps(report_json(report, generated_at=datetime.now(UTC)), indent=2) if json_out else ""
     try:
         if markdown_out:
             markdown_out.write_text(markdown)
         if json_out and json_out != "-":
-            Path(json_out).write_text(json.dumps(report_json(report), indent=2))
+            Path(json_out).write_text(document)
     except OSError as exc:
         err.print(f"error: cannot write the report: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     if json_out == "-":
-        sys.stdout.write(json.dumps(report_json(report), indent=2) + "\n")
+        sys.stdout.write(document + "\n")
     else:
         sys.stdout.write(markdown + "\n")
     flow_run_id = report.prefect.flow_run_id

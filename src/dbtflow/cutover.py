@@ -28,6 +28,8 @@ Pitfalls
   completion) keep firing in dbt Cloud; the plan names them.
 - dbt Cloud has no transactions: `expect` narrows the window to one GET/POST, it cannot close it.
 - Two cutovers at once on one journal are not locked against each other; run one at a time.
+- A schedule is activated with its parameters sent along (`schedules.set_schedule_active`):
+  Prefect's schedule PATCH resets omitted parameters, and prod would then run as the default target.
 """
 
 from __future__ import annotations
@@ -280,7 +282,7 @@ def apply_cutover(
         for s in (s for s in plan.schedules if s.needed):
             journal.begin("cutover", s.object(), "active", False, True, actor)
             store.save(journal)
-            prefect.update_deployment_schedule(plan.deployment_id, s.schedule_id, active=True)
+            schedules.set_schedule_active(prefect, plan.deployment_id, s.schedule_id, True)  # keeps its parameters
             entry = journal.complete(True)
             store.save(journal)
             done += 1

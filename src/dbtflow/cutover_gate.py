@@ -12,11 +12,11 @@ Contract
   time; `ParityEvidence.clock` says which. A `target` in the report, when present, must match.
 
 Pitfalls
-- The JSON of `dbtflow parity` (2026-11) carries no time of its own, so the file's modification
-  time stands in: copying a report with `cp -p` or `touch`-ing it makes it look newer. Keep the
-  reports where they were written, or re-run parity just before cutover.
-- A report says nothing about which target it compared; the operator's `target=path` is trusted
-  unless the report names a target itself.
+- `dbtflow parity --json-out` writes `generated_at` (and the Prefect run's `target` when its run
+  folder says). Only a report without it (an older dbtflow's) is aged by the file's modification
+  time, which copying with `cp -p` or `touch`-ing makes look newer: re-run parity instead.
+- A report without `target` (artifacts from a folder that does not say) is trusted to be the
+  target the operator's `target=path` names.
 """
 
 from __future__ import annotations

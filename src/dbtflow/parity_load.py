@@ -9,6 +9,8 @@ Contract
   memory. Both return an `ArtifactSet`: the results of the steps that built (build, run, test,
   seed, snapshot, retry; later steps win for a node run twice), the manifest of the last of
   them, each building step's selection, and every step with whether it was used and why not.
+  Its `target` is run.json's `target` (dbtflow's run store), else the `--target` in the
+  building steps' run_results `args`, else None (a dbt Cloud download rarely names one).
 - `resolve_run(runs_dir, run_id)` finds a stored Prefect flow run's folder; `latest` is the
   run whose run.json was written last.
 - Bad input (missing folder or files, non-JSON or truncated artifacts, unsupported schema
@@ -77,6 +79,7 @@ class ArtifactSet:
     steps: list[StepUse] = field(default_factory=list)
     flow_run_id: str | None = None
     project: str | None = None
+    target: str | None = None  # the profile target it ran against, when the run says so
 
     @property
     def dbt_version(self) -> str | None:
@@ -197,6 +200,7 @@ def _assemble(
         steps=uses,
         flow_run_id=record.get("flow_run_id"),
         project=record.get("project") or _project(last),
+        target=_target(record, steps),
     )
 
 
@@ -253,6 +257,12 @@ def _folder_command(folder: Path) -> str:
 
 def _command(which: str | None) -> str:
     return _WHICH.get(which or "", which or "unknown")
+
+
+def _target(record: dict[str, Any], steps: list[StepArtifacts]) -> str | None:
+    """The run's target: run.json's (dbtflow's run store), else a `--target` the building steps' dbt args name."""
+    named = record.get("target") or next((s.args.get("target") for s in reversed(steps) if s.args.get("target")), None)
+    return str(named) if named else None
 
 
 def _project(step: StepArtifacts) -> str | None:

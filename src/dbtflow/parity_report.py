@@ -3,23 +3,28 @@
 Contract
 - `report_markdown(report)` renders: the verdict, what was compared (artifacts, flow run, dbt
   version, schema versions, the step(s) used with their invocation and the steps ignored and
-  why), node counts per resource type, then the differences: unexplained first, then accepted,
+  why; the target when known), node counts per resource type, then the differences: unexplained first, then accepted,
   then explained ones grouped by reason. Deterministic for a given report. Long sections are
   cut at `max_rows` rows with a pointer to the JSON, which always lists every difference.
-- `report_json(report)` is a plain dict: `verdict`, `exit_code`, both sides, `counts`,
-  `by_resource_type`, `differences` (unique_id, kind, reason, explanation, explained,
-  accepted, note, both sides' status/message) and `unused_accepts`. Its `differences` entries
-  are valid accept-file entries.
+- `report_json(report, generated_at=None)` is a plain dict: `verdict`, `exit_code`,
+  `generated_at` (ISO 8601 UTC, e.g. `2026-11-22T12:00:00Z`; now unless given), `target` (the
+  Prefect side's target, the one the report vouches for at cutover; null when the artifacts do
+  not say), both sides (each with its own `target`), `counts`, `by_resource_type`,
+  `differences` (unique_id, kind, reason, explanation, explained, accepted, note, both sides'
+  status/message) and `unused_accepts`. Its `differences` entries are valid accept-file entries.
 
 Pitfalls
 - Table cells are one line: messages are collapsed and `|` escaped, so a dbt error with a
   newline or a pipe cannot break the table.
+- `generated_at` is when the report was made, not when either run ran: the cutover gate
+  (`dbtflow.cutover_gate`) ages a report by it, so it must not be copied from the artifacts.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from dbtflow.parity import Difference, ParityReport, Side
@@ -75,11 +80,13 @@ def report_markdown(report: ParityReport, max_rows: int = 200) -> str:
     return "\n".join(lines)
 
 
-def report_json(report: ParityReport) -> dict[str, Any]:
+def report_json(report: ParityReport, generated_at: datetime | None = None) -> dict[str, Any]:
     kinds = Counter(d.kind for d in report.differences)
     return {
         "verdict": report.verdict,
         "exit_code": report.exit_code,
+        "generated_at": iso_utc(generated_at or datetime.now(UTC)),
+        "target": report.prefect.target,
         "cloud": _side_json(report.cloud),
         "prefect": _side_json(report.prefect),
         "counts": {
@@ -95,6 +102,12 @@ def report_json(report: ParityReport) -> dict[str, Any]:
         "differences": [_difference_json(d) for d in report.differences],
         "unused_accepts": [asdict(a) for a in report.unused_accepts],
     }
+
+
+def iso_utc(when: datetime) -> str:
+    """`2026-11-22T12:00:00Z`: ISO 8601 in UTC, to the second (a naive time is taken as UTC)."""
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _facts(cloud: ArtifactSet, prefect: ArtifactSet) -> list[tuple[str, str, str]]:
@@ -118,6 +131,7 @@ def _facts(cloud: ArtifactSet, prefect: ArtifactSet) -> list[tuple[str, str, str
             f"`{prefect.flow_run_id}`" if prefect.flow_run_id else "-",
         ),
         ("project", cloud.project or "-", prefect.project or "-"),
+        ("target", cloud.target or "-", prefect.target or "-"),
         ("dbt", cloud.dbt_version or "?", prefect.dbt_version or "?"),
         ("schemas", schemas(cloud), schemas(prefect)),
         ("step(s) used", used(cloud), used(prefect)),
@@ -176,6 +190,7 @@ def _side_json(run: ArtifactSet) -> dict[str, Any]:
         "source": run.source,
         "flow_run_id": run.flow_run_id,
         "project": run.project,
+        "target": run.target,
         "dbt_version": run.dbt_version,
         "manifest_schema": run.step.manifest_schema,
         "run_results_schema": run.step.run_results_schema,

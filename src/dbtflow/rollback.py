@@ -18,6 +18,8 @@ Pitfalls
 - The dbt Cloud client is made only when a job needs it: a rollback of Prefect schedules alone
   needs no dbt Cloud token.
 - Rollback does not touch dbt Cloud jobs cutover did not change, nor schedules outside the journal.
+- A schedule is paused with its parameters sent along (`schedules.set_schedule_active`), since
+  Prefect's schedule PATCH resets the parameters it is not given.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dbtflow.cutover import read_deployment
 from dbtflow.cutover_journal import Actor, Journal, JournalStore, OpenChange, object_key
 from dbtflow.dbtcloud import DbtCloudClient
 from dbtflow.errors import UserError
+from dbtflow.schedules import set_schedule_active
 
 
 @dataclass
@@ -119,7 +122,7 @@ def apply_rollback(
         store.save(journal)
         if undo.write and obj["kind"] == "prefect_schedule":
             assert undo.deployment_id is not None and undo.schedule_id is not None
-            prefect.update_deployment_schedule(undo.deployment_id, undo.schedule_id, active=bool(change.before))
+            set_schedule_active(prefect, undo.deployment_id, undo.schedule_id, bool(change.before))
             after: Any = bool(change.before)
         elif undo.write:
             update = cloud().update_job(int(obj["job_id"]), {"triggers": change.before}, expect={"triggers": undo.now})

@@ -10,7 +10,9 @@ Contract
   by slug; a schedule in Prefect with no slug, or a slug not declared, is deleted, so after
   `apply` the deployment has exactly the declared schedules. An empty plan means in sync.
 - `apply(client, deployment_id, changes)` makes the changes through Prefect's API.
-- `set_active(client, deployment, slugs, active)` pauses or resumes named schedules (cutover).
+- `set_active(client, deployment, slugs, active)` pauses or resumes named schedules (a redeploy
+  keeping their state); `set_schedule_active(client, deployment, schedule_id, active)` one by id
+  (cutover, rollback). Both keep the schedule's parameters.
 
 Pitfalls
 - `uvx prefect-cloud schedule` replaces every schedule of a deployment with one: a dev and a
@@ -18,6 +20,10 @@ Pitfalls
 - A schedule's parameters are merged over the deployment's by Prefect at run creation; they
   are checked against the flow's parameters here, and fully (`build_request`) by the CLI when
   it knows the project, so a typo fails before it is applied rather than at 06:00.
+- Prefect's `PATCH /deployments/{id}/schedules/{schedule_id}` resets `parameters` to {} when the
+  body leaves them out (PrefectHQ/prefect#17982; its UI sends them since): never send `active`
+  alone, or a resumed prod schedule runs with the deployment's default target. `_patch_active`
+  sends the schedule's current parameters with the new state.
 - Cron is evaluated in `timezone` (default UTC, like dbt Cloud); a bad cron or timezone is a
   one-line error from Prefect's own schedule model.
 """
@@ -179,11 +185,25 @@ def apply(client: SyncPrefectClient, deployment_id: UUID, changes: list[Change])
 
 
 def set_active(client: SyncPrefectClient, deployment_id: UUID, slugs: list[str], active: bool) -> list[str]:
-    """Pause or resume the named schedules; returns the slugs whose state changed."""
+    """Pause or resume the named schedules, keeping their parameters; returns the slugs whose state changed."""
     current = {s.slug: s for s in client.read_deployment_schedules(deployment_id) if s.slug}
     if missing := [slug for slug in slugs if slug not in current]:
         raise UserError(f"the deployment has no schedule {missing[0]!r}; run `dbtflow schedules apply` first")
     changed = [slug for slug in slugs if current[slug].active != active]
     for slug in changed:
-        client.update_deployment_schedule(deployment_id, current[slug].id, active=active)
+        _patch_active(client, deployment_id, current[slug], active)
     return changed
+
+
+def set_schedule_active(client: SyncPrefectClient, deployment_id: UUID, schedule_id: UUID, active: bool) -> None:
+    """Pause or resume one schedule by id (read just before, so the parameters sent back are its current ones)."""
+    current = {s.id: s for s in client.read_deployment_schedules(deployment_id)}
+    if schedule_id not in current:
+        raise UserError(f"schedule {schedule_id} of deployment {deployment_id} is gone: run `dbtflow schedules apply`")
+    _patch_active(client, deployment_id, current[schedule_id], active)
+
+
+def _patch_active(client: SyncPrefectClient, deployment_id: UUID, schedule: DeploymentSchedule, active: bool) -> None:
+    # Prefect's PATCH of a schedule is not a partial update: a body without `parameters` resets them to {}
+    # (PrefectHQ/prefect#17982), and a prod schedule resumed so would run with the deployment's defaults.
+    client.update_deployment_schedule(deployment_id, schedule.id, active=active, parameters=dict(schedule.parameters))

@@ -109,10 +109,17 @@ class Site:
         return CliRunner().invoke(app, list(args), env={"DBT_CLOUD_API_TOKEN": ADMIN_TOKEN})
 
     def schedules(self) -> dict[str, bool]:
+        return {slug: bool(s.active) for slug, s in self._schedules().items()}
+
+    def schedule_parameters(self) -> dict[str, dict[str, Any]]:
+        """What each schedule runs with (a schedule activated without them would run the deployment's defaults)."""
+        return {slug: dict(s.parameters) for slug, s in self._schedules().items()}
+
+    def _schedules(self) -> dict[str, Any]:
         from prefect import get_client
 
         with get_client(sync_client=True) as client:
-            return {s.slug or "": bool(s.active) for s in client.read_deployment_schedules(self.deployment_id)}
+            return {s.slug or "": s for s in client.read_deployment_schedules(self.deployment_id)}
 
     def journal_in_prefect(self) -> dict[str, Any] | None:
         from prefect import get_client

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dbtflow.dbtcloud import DbtCloudClient
-from tests.cutover.conftest import Site
+from dbtflow.parity_report import iso_utc
+from tests.cutover.conftest import SCHEDULES, Site
 from tests.fakes.dbtcloud_server import JOB_UPDATE
 
 pytestmark = pytest.mark.timeout(300)
@@ -34,10 +34,13 @@ def one_line(text: str) -> str:
 
 def test_cutover_then_rollback_leaves_every_job_byte_for_byte_and_the_schedules_paused(site: Site) -> None:
     original = site.cloud.snapshot_jobs()
+    declared = {s["slug"]: s["parameters"] for s in SCHEDULES}
+    assert site.schedule_parameters() == declared
 
     result = site.run(*site.cutover_args("--apply"))
     assert result.exit_code == 0, result.output
     assert "cutover done: 4 change(s)" in result.output
+    assert site.schedule_parameters() == declared  # prod still runs target prod, not the deployment's default
     assert not schedule_on(site, 1001) and not schedule_on(site, 1002)
     assert snapshots_except(site, CUT) == {k: v for k, v in original.items() if k not in CUT}
     for job_id in CUT:  # nothing but triggers.schedule changed
@@ -63,6 +66,7 @@ def test_cutover_then_rollback_leaves_every_job_byte_for_byte_and_the_schedules_
     assert "rollback done: 4 change(s)" in result.output
     assert site.cloud.snapshot_jobs() == original  # byte for byte, every job of the account
     assert site.schedules() == {"prod": False, "dev": False}
+    assert site.schedule_parameters() == declared
     assert site.journal_in_prefect() == site.journal_on_disk()
 
     posts = site.job_posts()
@@ -193,8 +197,11 @@ def test_the_journal_is_in_the_file_and_in_prefect_before_each_next_change(
 
 
 def _age(path: Path, days: float) -> Path:
-    stamp = time.time() - days * 86400
-    os.utime(path, (stamp, stamp))
+    """The report as if `dbtflow parity` had made it `days` ago (its generated_at; the file time no longer counts)."""
+    doc = json.loads(path.read_text())
+    assert doc["generated_at"], "the real command dates its reports"
+    doc["generated_at"] = iso_utc(datetime.now(UTC) - timedelta(days=days))
+    path.write_text(json.dumps(doc))
     return path
 
 
@@ -230,7 +237,7 @@ def test_a_parity_age_limit_is_honoured(site: Site) -> None:
     assert site.run(*site.cutover_args("--plan", "--max-parity-age", "1d")).exit_code == 2
     result = site.run(*site.cutover_args("--plan", "--max-parity-age", "72h"))
     assert result.exit_code == 0, result.output
-    assert "2.0 d old by its file modified time" in result.output
+    assert "2.0 d old by its generated_at time" in result.output
 
 
 @pytest.mark.parametrize(

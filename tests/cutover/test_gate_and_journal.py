@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from dbtflow.cli import app
 from dbtflow.cutover_gate import check_report, parse_age, parse_reports
 from dbtflow.cutover_journal import Actor, Journal
 from dbtflow.errors import UserError
+from tests.parity.builders import manifest, node, run_results, write_run, write_step
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -55,6 +59,37 @@ def test_generated_at_wins_over_the_file_time(tmp_path: Path) -> None:
     assert evidence.clock == "generated_at" and evidence.age == timedelta(days=1) and evidence.compared == 3
     with pytest.raises(UserError, match=r"24\.0 h old by its generated_at time, older than --max-parity-age 12\.0 h"):
         check_report("prod", path, timedelta(hours=12), NOW)
+
+
+def test_a_report_of_the_real_command_is_aged_by_its_generated_at_and_bound_to_its_target(tmp_path: Path) -> None:
+    """`dbtflow parity --json-out` on a stored prod run: the gate uses the report's own time and target."""
+    nodes, results = [node("seed.wg.brands")], [("seed.wg.brands", "success")]
+    cloud = write_step(tmp_path / "cloud", manifest(nodes), run_results(results))
+    write_run(tmp_path / "runs" / "r1", None, [("build", manifest(nodes), run_results(results))], target="prod")
+    path = tmp_path / "parity-prod.json"
+    args = ["parity", "--no-publish", "--cloud-artifacts", str(cloud), "--prefect-run", "r1"]
+    made = datetime.now(UTC)
+    result = CliRunner().invoke(app, [*args, "--runs-dir", str(tmp_path / "runs"), "--json-out", str(path)])
+    assert result.exit_code == 0, result.output
+    month_ago = (made - timedelta(days=30)).timestamp()
+    os.utime(path, (month_ago, month_ago))  # copied with `cp -p`, or touched: the file's time no longer counts
+
+    evidence = check_report("prod", path, timedelta(days=7), datetime.now(UTC))
+    assert evidence.clock == "generated_at" and abs(evidence.generated_at - made) < timedelta(seconds=2)
+    assert "old by its generated_at time" in evidence.describe()
+    with pytest.raises(UserError, match=r"8\.0 d old by its generated_at time, older than --max-parity-age 7\.0 d"):
+        check_report("prod", path, timedelta(days=7), evidence.generated_at + timedelta(days=8))
+    with pytest.raises(UserError, match="is for target 'prod', not 'dev': pass prod="):
+        check_report("dev", path, timedelta(days=7), datetime.now(UTC))
+
+
+def test_a_report_without_generated_at_is_aged_by_its_file_time(tmp_path: Path) -> None:
+    """An older dbtflow's report (no generated_at): its file's modification time stands in."""
+    path = report(tmp_path)
+    two_days_ago = (NOW - timedelta(days=2)).timestamp()
+    os.utime(path, (two_days_ago, two_days_ago))
+    evidence = check_report("prod", path, timedelta(days=7), NOW)
+    assert evidence.clock == "file modified" and evidence.age == timedelta(days=2)
 
 
 def test_a_report_dated_in_the_future_or_for_another_target_is_refused(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,16 +139,20 @@ def test_a_scheduled_run_merges_its_schedule_parameters_and_builds_on_the_worker
     soon = {"slug": "every-minute", "cron": "* * * * *", "parameters": {"target": "local"}}
     file = tmp_path / "schedules.yaml"
     file.write_text(yaml.safe_dump({"deployment": DEPLOYMENT, "schedules": [*declared, soon]}))
+    applied = datetime.now(UTC)
     stack.cli(str(BIN / "dbtflow"), "schedules", "apply", str(file))
     deployment_id = stack.deployment()["id"]
     try:
         deadline = time.monotonic() + 180
-        while True:  # the scheduler, not this test, creates the run
+        while True:  # the scheduler, not this test, creates the run (runs of other tests on the stack started earlier)
             runs = stack.post(
                 "/flow_runs/filter",
                 {
                     "deployments": {"id": {"any_": [deployment_id]}},
-                    "flow_runs": {"state": {"type": {"any_": ["RUNNING", "COMPLETED", "FAILED", "PENDING"]}}},
+                    "flow_runs": {
+                        "state": {"type": {"any_": ["RUNNING", "COMPLETED", "FAILED", "PENDING"]}},
+                        "expected_start_time": {"after_": applied.isoformat()},
+                    },
                     "sort": "EXPECTED_START_TIME_ASC",
                     "limit": 5,
                 },
@@ -211,11 +215,14 @@ def test_a_redeploy_keeps_each_schedule_on_or_off_as_it_was(stack: Stack) -> Non
     """After a cutover prod is active; redeploying (prefect.yaml says paused) must not pause it."""
     deployment_id = stack.deployment()["id"]
     prod = _schedules(stack)["prod"]
-    httpx.patch(f"{stack.api}/deployments/{deployment_id}/schedules/{prod['id']}", json={"active": True}, timeout=60)
+    # as cutover does it: with the parameters (Prefect's schedule PATCH resets those it is not given)
+    activate = {"active": True, "parameters": prod["parameters"]}
+    httpx.patch(f"{stack.api}/deployments/{deployment_id}/schedules/{prod['id']}", json=activate, timeout=60)
     try:
         done = stack.cli(str(BIN / "dbtflow"), "deploy", timeout=600)
         assert "kept schedule prod active, as it was before this deploy" in done.stdout
         assert _schedules(stack)["prod"]["active"] is True
+        assert _schedules(stack)["prod"]["parameters"] == _declared()["prod"]["parameters"]  # still a prod build
         assert _schedules(stack)["dev"]["active"] is True
     finally:
         stack.cli(str(BIN / "dbtflow"), "schedules", "apply", "prefect.yaml")

@@ -31,8 +31,8 @@ import pytest
 from dbtflow.blocks import CONNECTOR, CREDENTIALS, PROFILE, TARGET_CONFIGS
 from dbtflow.flow import dbt_flow, runs_root
 from tests.conftest import REPO
-from tests.fakesnowflake import FakeSnowflake
-from tests.keys import KeyPair, new_key
+from tests.fakesnowflake import FakeSnowflake, settings_args
+from tests.keys import KeyPair, key_env, new_key
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]
 
@@ -55,21 +55,6 @@ def project_dir(tenant: Path) -> Path:
     profiles = tenant / "profiles.yml"
     profiles.write_text(profiles.read_text().replace("dbt-wg-", f"s{uuid.uuid4().hex[:10]}-"))
     return tenant
-
-
-def settings_args(snowflake: FakeSnowflake, user: str) -> list[str]:
-    return [
-        "--account", snowflake.account, "--user", user, "--role", f"{user}_ROLE", "--warehouse", "WG_WH",
-        "--database", "WG", "--schema", "DBT", "--host", snowflake.host, "--port", str(snowflake.port),
-        "--protocol", "http",
-    ]  # fmt: skip
-
-
-def key_env(key: KeyPair) -> dict[str, str]:
-    env = {"DBTFLOW_SNOWFLAKE_PRIVATE_KEY": key.private_pem}
-    if key.passphrase:
-        env["DBTFLOW_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"] = key.passphrase
-    return env
 
 
 def setup_script(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str, env: dict[str, str]):

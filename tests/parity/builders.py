@@ -85,6 +85,7 @@ def run_results(
     select: list[str] | None = None,
     exclude: list[str] | None = None,
     selector: str | None = None,
+    target: str | None = None,
     dbt_version: str = "1.10.4",
     schema: int = 6,
 ) -> dict[str, Any]:
@@ -96,6 +97,8 @@ def run_results(
     }
     if selector:
         args["selector"] = selector
+    if target:
+        args["target"] = target
     return {
         "metadata": {
             "dbt_schema_version": SCHEMA.format(kind="run-results", version=schema),
@@ -129,14 +132,19 @@ def write_step(folder: Path, manifest_doc: dict[str, Any] | None, results_doc: d
 
 
 def write_run(
-    folder: Path, flow_run_id: str | None, steps: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]]
+    folder: Path,
+    flow_run_id: str | None,
+    steps: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]],
+    target: str | None = None,
 ) -> Path:
-    """A run folder as dbtflow stores it: run.json and NN-<cmd>/ per step."""
+    """A run folder as dbtflow stores it: run.json (with the run's target, if given) and NN-<cmd>/ per step."""
     records = []
     for index, (command, manifest_doc, results_doc) in enumerate(steps, 1):
         name = f"{index:02d}-{command.replace(' ', '-')}"
         write_step(folder / name, manifest_doc, results_doc)
         records.append({"command": command, "folder": name})
     run = {"flow_run_id": flow_run_id, "project": "wg", "status": "completed", "steps": records}
+    if target:
+        run["target"] = target
     (folder / "run.json").write_text(json.dumps(run))
     return folder

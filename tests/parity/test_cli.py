@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,34 @@ def test_identical_runs_exit_0(tmp_path: Path):
     data = json.loads(js.read_text())
     assert data["exit_code"] == 0 and data["counts"]["same"] == 2 and data["differences"] == []
     assert [s["folder"] for s in data["prefect"]["steps"] if s["used"]] == ["01-build"]
+
+
+def test_the_json_report_says_when_it_was_made_and_for_which_target(tmp_path: Path):
+    """`generated_at`: when the command ran (UTC); `target`: the Prefect run's (run.json, else dbt's args) or null."""
+    cloud = write_step(tmp_path / "cloud", manifest(NODES), run_results(RESULTS))
+    runs = tmp_path / "runs"
+    write_run(runs / "a1b2", None, [("build", manifest(NODES), run_results(RESULTS))], target="prod")
+    by_args = write_step(tmp_path / "target-dev", manifest(NODES), run_results(RESULTS, target="dev"))
+    unnamed = write_step(tmp_path / "plain", manifest(NODES), run_results(RESULTS))
+    sides = {
+        "run": ["--prefect-run", "a1b2", "--runs-dir", str(runs)],
+        "args": ["--prefect-artifacts", str(by_args)],
+        "none": ["--prefect-artifacts", str(unnamed)],
+    }
+    started = datetime.now(UTC) - timedelta(seconds=1)  # generated_at is to the second
+    found = {}
+    for name, side in sides.items():
+        out, md = tmp_path / f"{name}.json", tmp_path / f"{name}.md"
+        result = invoke("--cloud-artifacts", str(cloud), *side, "--json-out", str(out), "--markdown-out", str(md))
+        assert result.exit_code == 0, result.output
+        data = json.loads(out.read_text())
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["generated_at"]), data["generated_at"]
+        assert started <= datetime.fromisoformat(data["generated_at"]) <= datetime.now(UTC)
+        found[name] = (data["target"], data["prefect"]["target"], data["cloud"]["target"])
+        assert f"| target | - | {data['target'] or '-'} |" in md.read_text()
+    assert found == {"run": ("prod", "prod", None), "args": ("dev", "dev", None), "none": (None, None, None)}
+    printed = invoke("--cloud-artifacts", str(cloud), *sides["run"], "--json-out", "-")
+    assert json.loads(printed.stdout)["target"] == "prod" and json.loads(printed.stdout)["generated_at"]
 
 
 def test_unexplained_exits_1_and_an_accept_file_turns_it_into_0(tmp_path: Path):
