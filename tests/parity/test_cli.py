@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -146,12 +145,6 @@ def test_bad_accept_file_exits_2(tmp_path: Path):
     accept.write_text("- unique_id: model.wg.stg\n  kind: sometimes\n")
     result = invoke("--cloud-artifacts", str(cloud), "--prefect-artifacts", str(cloud), "--accept", str(accept))
     assert result.exit_code == 2 and "entry 1: needs unique_id and kind" in result.stderr
-
-
-@pytest.mark.skipif(importlib.util.find_spec("dbtflow.dbtcloud") is not None, reason="the dbt Cloud client is present")
-def test_cloud_run_without_the_client_is_not_available(tmp_path: Path):
-    result = invoke("--cloud-run", "70403103", "--prefect-artifacts", str(tmp_path))
-    assert result.exit_code == 2 and "--cloud-run/--cloud-job are not available" in result.stderr
 
 
 def test_cloud_job_goes_through_the_fetch_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
