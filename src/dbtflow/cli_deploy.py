@@ -74,7 +74,6 @@ def apply_schedules(
 
 def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path | None) -> list[object]:
     from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
 
     from dbtflow import schedules
     from dbtflow.project import load_project
@@ -82,12 +81,7 @@ def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path 
 
     name, specs = schedules.load(file, deployment)
     with get_client(sync_client=True) as client:
-        try:
-            found = client.read_deployment_by_name(name)
-        except ObjectNotFound:
-            raise UserError(
-                f"deployment {name!r} not found on {client.api_url}: deploy it first (`dbtflow deploy`)"
-            ) from None
+        found = schedules.find_deployment(client, name)
         properties = (found.parameter_openapi_schema or {}).get("properties") or {}
         schedules.check_parameters(specs, set(properties))
         if project_dir is not None:

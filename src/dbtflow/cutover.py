@@ -42,7 +42,6 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.exceptions import ObjectNotFound
 
 from dbtflow import schedules
 from dbtflow.cutover_gate import ParityEvidence, check_reports
@@ -156,12 +155,7 @@ def choose(
 
 def read_deployment(prefect: SyncPrefectClient, name: str) -> tuple[Any, dict[str, Any]]:
     """The deployment and its schedules by slug; `UserError` when it is not there."""
-    try:
-        found = prefect.read_deployment_by_name(name)
-    except ObjectNotFound:
-        raise UserError(
-            f"deployment {name!r} not found on {prefect.api_url}: deploy it first (`dbtflow deploy`)"
-        ) from None
+    found = schedules.find_deployment(prefect, name)
     current = {s.slug: s for s in prefect.read_deployment_schedules(found.id) if s.slug}
     return found, current
 

@@ -133,19 +133,15 @@ def setup(
 ) -> Result:
     """Create or update the alert automation; see the module docstring. Raises UserError on bad input."""
     from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
+
+    from dbtflow.schedules import find_deployment
 
     name = name or automation_name(deployment)
     flow_name, _, deployment_name = deployment.partition("/")
     if not flow_name or not deployment_name or "/" in deployment_name:
         raise UserError(f"deployment {deployment!r} is not <flow>/<deployment>, e.g. {DEFAULT_DEPLOYMENT}")
     with get_client(sync_client=True) as client:
-        try:
-            found = client.read_deployment_by_name(deployment)
-        except ObjectNotFound:
-            raise UserError(
-                f"deployment {deployment!r} not found on {client.api_url}: deploy it first (`dbtflow deploy`)"
-            ) from None
+        found = find_deployment(client, deployment)
         block_id, block, block_action = _block(client, block_ref, channel, url, ask_url)
         wanted = build_automation(name, found.id, deployment, block_id, on_warning, ui_url)
         existing = client.read_automations_by_name(name)

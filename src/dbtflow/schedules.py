@@ -40,6 +40,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.objects import DeploymentSchedule
 from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dbtflow.errors import UserError
@@ -182,6 +183,16 @@ def apply(client: SyncPrefectClient, deployment_id: UUID, changes: list[Change])
             client.update_deployment_schedule(
                 deployment_id, change.schedule_id, active=s.active, schedule=s.schedule(), parameters=s.parameters
             )
+
+
+def find_deployment(client: SyncPrefectClient, name: str) -> Any:
+    """The deployment `flow/deployment`; `UserError` (one line) when the API does not have it."""
+    try:
+        return client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        raise UserError(
+            f"deployment {name!r} not found on {client.api_url}: deploy it first (`dbtflow deploy`)"
+        ) from None
 
 
 def set_active(client: SyncPrefectClient, deployment_id: UUID, slugs: list[str], active: bool) -> list[str]:
