@@ -51,12 +51,25 @@ class Stack:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, body)
 
+    def patch(self, path: str, body: dict[str, Any]) -> None:
+        self._call("PATCH", path, body)
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        """One API call; a 503 (the server's database busy on a loaded machine) is retried, as Prefect's client does."""
+        """One API call, retried as Prefect's client retries: on 502/503 (the SQLite-backed server's
+        database busy on a loaded machine) and, for calls that are safe to repeat, on a timeout or a
+        dropped connection (the server stalled on its database lock). A POST that creates is never repeated
+        after a timeout: it may have been done."""
+        repeatable = method != "POST" or path.endswith("/filter")
         for attempt in range(6):
-            response = httpx.request(method, f"{self.api}{path}", json=body, timeout=60)
-            if response.status_code != 503 or attempt == 5:
-                return response.raise_for_status().json()
+            last = attempt == 5
+            try:
+                response = httpx.request(method, f"{self.api}{path}", json=body, timeout=60)
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
+                if last or not repeatable:
+                    raise
+            else:
+                if response.status_code not in (502, 503) or last:
+                    return response.raise_for_status().json() if response.content else None
             time.sleep(2 + attempt * 2)
 
     def deployment(self) -> dict[str, Any]:

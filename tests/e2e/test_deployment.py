@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -217,7 +216,7 @@ def test_a_redeploy_keeps_each_schedule_on_or_off_as_it_was(stack: Stack) -> Non
     prod = _schedules(stack)["prod"]
     # as cutover does it: with the parameters (Prefect's schedule PATCH resets those it is not given)
     activate = {"active": True, "parameters": prod["parameters"]}
-    httpx.patch(f"{stack.api}/deployments/{deployment_id}/schedules/{prod['id']}", json=activate, timeout=60)
+    stack.patch(f"/deployments/{deployment_id}/schedules/{prod['id']}", activate)
     try:
         done = stack.cli(str(BIN / "dbtflow"), "deploy", timeout=600)
         assert "kept schedule prod active, as it was before this deploy" in done.stdout

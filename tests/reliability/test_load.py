@@ -12,7 +12,6 @@ import itertools
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import Stack
@@ -29,9 +28,9 @@ FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
 @pytest.fixture
 def limited_pool(stack: Stack) -> Iterator[str]:
     pool = stack.deployment()["work_pool_name"]
-    httpx.patch(f"{stack.api}/work_pools/{pool}", json={"concurrency_limit": POOL_LIMIT}, timeout=60).raise_for_status()
+    stack.patch(f"/work_pools/{pool}", {"concurrency_limit": POOL_LIMIT})
     yield pool
-    httpx.patch(f"{stack.api}/work_pools/{pool}", json={"concurrency_limit": None}, timeout=60).raise_for_status()
+    stack.patch(f"/work_pools/{pool}", {"concurrency_limit": None})
 
 
 def test_twenty_runs_of_one_target_queued_at_once_all_complete_one_at_a_time(stack: Stack, limited_pool: str) -> None:
