@@ -8,6 +8,9 @@ SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
 # pytest's temporary folders per checkout: two checkouts testing at once must not prune each other's (pytest keeps 3)
 PYTEST_TMP := /tmp/dbtflow-pytest-$(shell printf %s "$(CURDIR)" | md5sum | cut -c1-8)
+# two pytest workers: most slow tests wait on servers and subprocesses; the tests on the local stack
+# stay together on one worker (tests/conftest.py groups them)
+PYTEST_WORKERS := -n 2 --dist loadgroup
 BENCH_ARGS ?=
 PARITY_BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
@@ -36,7 +39,7 @@ secrets: install
 	$(BIN)/python scripts/check_secrets.py
 
 test: lint secrets browser
-	$(BIN)/pytest --basetemp=$(PYTEST_TMP) --durations=25 $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_WORKERS) --basetemp=$(PYTEST_TMP) --durations=25 $(PYTEST_ARGS)
 
 # Debian's chromium, for the headless check of the Prefect UI (tests/e2e/test_ui.py); sudo unless root
 browser:
