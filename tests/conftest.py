@@ -47,6 +47,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("stack"))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse to run the stack tests split over workers (two stacks at once; a module's fixtures set up twice)."""
+    if not session.config.getoption("loadgroup", False):  # set on xdist's workers under --dist loadgroup
+        return
+    lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {lost[0]} (pytest-xdist#1386, pytest 9.2): keep pytest <9.2 in pyproject.toml"
+        )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
