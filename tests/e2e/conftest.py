@@ -54,16 +54,19 @@ class Stack:
     def patch(self, path: str, body: dict[str, Any]) -> None:
         self._call("PATCH", path, body)
 
+    def delete(self, path: str) -> None:
+        self._call("DELETE", path, None)
+
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        """One API call, retried as Prefect's client retries: on 502/503 (the SQLite-backed server's
-        database busy on a loaded machine) and, for calls that are safe to repeat, on a timeout or a
-        dropped connection (the server stalled on its database lock). A POST that creates is never repeated
-        after a timeout: it may have been done."""
+        """One API call, retried as Prefect's client retries: on 502/503 and, for calls safe to repeat, on a
+        timeout or a dropped connection. The stack's SQLite-backed server can stall for its database's
+        busy timeout (60 s) on a loaded machine and then answer 503 (the write rolled back): the client
+        waits longer than that, so even a POST that creates gets that 503 and is retried, never repeated blind."""
         repeatable = method != "POST" or path.endswith("/filter")
         for attempt in range(6):
             last = attempt == 5
             try:
-                response = httpx.request(method, f"{self.api}{path}", json=body, timeout=60)
+                response = httpx.request(method, f"{self.api}{path}", json=body, timeout=150)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
                 if last or not repeatable:
                     raise

@@ -257,24 +257,17 @@ def _block(stack: Stack, slug: str, include_secrets: bool = False) -> dict[str, 
 
 def _delete_prod_blocks(stack: Stack) -> None:
     for slug in ("dbt-cli-profile", "dbt-cli-snowflake-target-configs", "snowflake-connector", "snowflake-credentials"):
-        found = _request("GET", f"{stack.api}/block_types/slug/{slug}/block_documents/name/dbt-wg-prod")
-        if found.status_code != 404:
-            block_id = found.raise_for_status().json()["id"]
-            _request("DELETE", f"{stack.api}/block_documents/{block_id}").raise_for_status()
+        try:
+            block = _block(stack, slug)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                continue
+            raise
+        stack.delete(f"/block_documents/{block['id']}")
 
 
 def _patch_job_variables(stack: Stack, deployment_id: str, job_variables: dict[str, object]) -> None:
-    _request("PATCH", f"{stack.api}/deployments/{deployment_id}", {"job_variables": job_variables}).raise_for_status()
-
-
-def _request(method: str, url: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    """A Prefect API call; a 503 (a loaded SQLite-backed server's database busy) is retried, like Prefect's client."""
-    for attempt in range(6):
-        response = httpx.request(method, url, json=body, timeout=30)
-        if response.status_code != 503 or attempt == 5:
-            return response
-        time.sleep(2 * (attempt + 1))
-    raise AssertionError("unreachable")
+    stack.patch(f"/deployments/{deployment_id}", {"job_variables": job_variables})
 
 
 def _check_rotated(runbook: Runbook) -> None:
