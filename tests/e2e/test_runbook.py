@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ import pytest
 
 from tests.conftest import BIN, REPO, TENANT
 from tests.e2e.conftest import Stack
+from tests.e2e.test_deployment import _wait_final
 from tests.fakes.dbtcloud_server import ADMIN_TOKEN, FakeDbtCloud, FakeStep, artifacts_from_dir
 from tests.fakesnowflake import FakeSnowflake, public_key_fingerprint, settings_args
 from tests.keys import KeyPair, key_env, new_key
@@ -186,10 +186,9 @@ def runbook(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         old, new = new_key(), new_key()
         _first_prod_blocks(stack, repo, env, snowflake, old)
         snowflake.set_user(PROD_USER, public_keys=[old.public_pem, new.public_pem])  # ALTER USER ... RSA_PUBLIC_KEY_2
-        failed_run = _wait_final(stack, failing)
+        failed_run, completed_run = _wait_final(stack, [failing, completed])
         assert failed_run["state"]["type"] == "FAILED", failed_run["state"]["message"]
         assert "model dim_distributors error" in failed_run["state"]["message"], failed_run["state"]
-        completed_run = _wait_final(stack, completed)
         assert completed_run["state"]["type"] == "COMPLETED", completed_run["state"]["message"]
         cloud = undo.enter_context(FakeDbtCloud())
         # dbt Cloud's newest successful run of the prod job built what the completed prod run built
@@ -209,14 +208,6 @@ def _remove_cutover_files(repo: Path) -> None:
 def _prod_run(stack: Stack, deployment_id: str, **parameters: Any) -> str:
     body = {"parameters": {"target": "prod", **parameters}}
     return str(stack.post(f"/deployments/{deployment_id}/create_flow_run", body)["id"])
-
-
-def _wait_final(stack: Stack, flow_run_id: str, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while (run := stack.get(f"/flow_runs/{flow_run_id}"))["state"]["type"] not in ("COMPLETED", "FAILED", "CRASHED"):
-        assert time.monotonic() < deadline, f"prod run {flow_run_id} did not finish: {run['state']}"
-        time.sleep(2)
-    return run  # type: ignore[no-any-return]
 
 
 def _failed_local_run(repo: Path, env: dict[str, str]) -> None:
