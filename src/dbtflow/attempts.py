@@ -23,6 +23,8 @@ Pitfalls
   run_results there (after clearing the target path) just before the retry step runs.
 - dbt retry keeps the previous invocation's arguments (`args` in run_results) except paths;
   only `--vars` and `--threads` may be overridden, and are passed as the request had them.
+- An automatic `dbt deps` step (`with_deps`, index -1) is recorded with `step: null`: when it
+  failed, the next attempt plans the whole request again, and decides about deps afresh.
 - A timed-out or invalid run is never retried (the flow makes that failure final), so a
   record with status `timed_out` is not planned from.
 """
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +49,14 @@ _STEP_FOLDER = re.compile(r"^\d{2,}-")
 
 @dataclass(frozen=True)
 class PlannedStep:
-    index: int  # the request step it stands for
+    index: int  # the request step it stands for; -1 for an automatic step (`dbt deps` first)
     step: Step
     retry_of: Path | None = None  # the earlier step folder whose run_results `dbt retry` reads
+    reason: str | None = None  # why an automatic step runs
+
+    @property
+    def automatic(self) -> bool:
+        return self.index < 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,11 @@ def plan_attempt(request: RunRequest, folder: Path, number: int) -> Attempt:
         first = PlannedStep(index, original)
     later = [PlannedStep(i, s) for i, s in enumerate(request.steps) if i > index]
     return Attempt(number, [first, *later], ran, first_index)
+
+
+def with_deps(attempt: Attempt, deps: Step, reason: str) -> Attempt:
+    """The attempt with `dbt deps` first, as an automatic step that stands for no request step."""
+    return replace(attempt, steps=[PlannedStep(-1, deps, reason=reason), *attempt.steps])
 
 
 def retry_step(original: Step, target: str) -> Step:

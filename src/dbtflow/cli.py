@@ -73,6 +73,9 @@ def run(
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")] = False,
     engine: Annotated[str, typer.Option(help="fast (default) or prefect-dbt.")] = "fast",
     on_overlap: Annotated[str, typer.Option(help="When the target is busy: wait (default) or cancel.")] = "wait",
+    install_deps: Annotated[
+        bool, typer.Option("--install-deps/--no-install-deps", help="dbt deps first when packages are out of date.")
+    ] = True,
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
     try:
@@ -95,6 +98,7 @@ def run(
             fail_fast=fail_fast,
             engine=engine,
             on_overlap=on_overlap,
+            install_deps=install_deps,
         )
         build_request(project, **params)
     except UserError as exc:

@@ -17,6 +17,11 @@ Contract
   attempt's steps get their own folders in the run's folder, and the summary says which
   attempt built which node. A timeout, an invalid request or a profile that cannot be
   resolved is final: it is never retried.
+- Packages, as dbt Cloud does at the start of every job: with `install_deps` (default) and
+  packages declared, a run whose installed packages do not match package-lock.yml runs
+  `dbt deps` first, as its own step (`01-deps/`, in the summary, and in run.json with
+  `step: null` and its `reason`); a failed deps ends the run Failed before any later step.
+  Nothing needs installing: no deps step (the check is milliseconds, see `dbtflow.packages`).
 - Two runs of one target never run dbt at the same time: each holds the target's slot, a
   Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
   it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
@@ -64,10 +69,11 @@ from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
 from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
-from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
+from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt, with_deps
 from dbtflow.errors import UserError
 from dbtflow.invoke import StepOutcome, StepPaths, run_step
 from dbtflow.outcome import RunOutcome, StepReport
+from dbtflow.packages import install_reason, vars_of
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
@@ -122,6 +128,7 @@ def dbt_flow(
         fail_fast: bool = False,
         engine: Literal["fast", "prefect-dbt"] = "fast",
         on_overlap: Literal["wait", "cancel"] = "wait",
+        install_deps: bool = True,
     ) -> State:
         """Run dbt Core for this project.
 
@@ -144,6 +151,8 @@ def dbt_flow(
             engine: `fast` reports every dbt node to Prefect at the speed of plain dbt;
                 `prefect-dbt` uses prefect-dbt's PrefectDbtRunner as it is.
             on_overlap: When another run of this target is running: `wait` for it, or `cancel` this run.
+            install_deps: Run `dbt deps` first when packages.yml or dependencies.yml lists packages
+                that are missing or do not match package-lock.yml (as dbt Cloud does every job).
         """
         parameters = {name: value for name, value in locals().items() if name in PARAMETERS}
         return execute(project_dir, profiles_dir, parameters)
@@ -188,9 +197,10 @@ def _execute(request: RunRequest) -> State:
     attempt = plan_attempt(request, store.folder, max(1, int(flow_run.run_count or 1)))
     if attempt.number > 1:
         logger.info("%s", attempt.describe())
-    store.write_json("run.json", _run_record(request, attempt, None))
     outcome = RunOutcome(request.target, attempt=attempt.number, earlier=earlier_reports(attempt, store.folder))
     try:
+        attempt = _with_deps_if_needed(request, attempt)
+        store.write_json("run.json", _run_record(request, attempt, None))
         with resolved_profiles(request.project, request.target) as profiles:
             _run_with_timeout(
                 request,
@@ -222,6 +232,17 @@ def _execute(request: RunRequest) -> State:
     if outcome.failed and _retries_left():
         raise RetryFromFailure(f"{outcome.message} [attempt {attempt.number}; retrying from the failure]")
     return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
+
+
+def _with_deps_if_needed(request: RunRequest, attempt: Attempt) -> Attempt:
+    """`dbt deps` first when the installed packages do not match package-lock.yml (see dbtflow.packages)."""
+    if request.deps_step is None:
+        return attempt
+    reason = install_reason(request.project.project_dir, vars_of(request.deps_step.argv))
+    if reason is None:
+        return attempt
+    get_run_logger().info("installing dbt packages first (dbt deps): %s", reason)
+    return with_deps(attempt, request.deps_step, reason)
 
 
 def _retries_left() -> bool:
@@ -293,6 +314,7 @@ def _run_steps(
             paths.target_path.mkdir(parents=True, exist_ok=True)
             shutil.copy2(planned.retry_of / "run_results.json", paths.target_path / "run_results.json")
             previous = _results_signature(paths.target_path)
+        started = time.monotonic()
         try:
             result = run_step(step, paths, request.engine, index, stopper)  # type: ignore[arg-type]
         except Exception as exc:  # dbt raised something it should have returned
@@ -300,7 +322,10 @@ def _run_steps(
         if previous is not None and _results_signature(paths.target_path) == previous:
             _clear(paths.target_path)  # dbt retry stopped before writing results: never credit it with the old ones
         artifacts = store.keep_step(index, step.command, paths.target_path)
-        outcome.steps.append(StepReport(index, result, artifacts, attempt=attempt.number))
+        seconds = round(time.monotonic() - started, 2)
+        outcome.steps.append(StepReport(index, result, artifacts, attempt.number, planned.reason, seconds))
+        if planned.automatic and not result.success:
+            break  # the packages did not install: no later step, not even a non-fatal one, can parse the project
 
 
 def _clear(target_path: Path, keep_results: bool = False) -> tuple[int, int] | None:
@@ -341,6 +366,7 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
                 error=report.outcome.error,
                 parse=str(report.outcome.parse) if report.outcome.parse else None,
                 reporting=list(report.outcome.reporting),
+                seconds=report.seconds,
             )
             if report.outcome.interrupted is not None:
                 record["steps"][len(attempt.earlier) + position]["interrupted"] = report.outcome.interrupted
@@ -357,8 +383,10 @@ def _planned_entry(planned: PlannedStep, attempt: int) -> dict[str, Any]:
         "argv": planned.step.argv,
         "fatal": planned.step.fatal,
         "attempt": attempt,
-        "step": planned.index,
+        "step": None if planned.automatic else planned.index,
     }
+    if planned.reason is not None:
+        entry["reason"] = planned.reason
     if planned.retry_of is not None:
         entry["retry_of"] = planned.retry_of.name
     return entry

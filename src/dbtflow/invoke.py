@@ -13,12 +13,20 @@ Contract
 - dbt's events are also offered to `event_listeners` (the CLI's progress bar); a listener must
   only record, never block: it runs on dbt's threads.
 - dbt gets an argv list; the paths dbtflow owns are appended here: project, resolved profiles,
-  a per-target target path and the run's log folder. dbt's console output is off (its lines
-  reach Prefect's logs through the reporter; dbt.log keeps the debug detail).
+  a per-target target path and the run's log folder, each only where dbt's own click command
+  for the step accepts it (`dbt deps` takes no `--target-path`: it would fail "No such option").
+- A `deps` step whose packages need the dbt package hub first checks that the hub answers
+  (`packages.hub_problem`, one bounded GET): if not, the step fails with one line naming the
+  packages and the fix, without starting dbt (dbt's hub client would retry for minutes).
+- dbt's console output is off (its lines reach Prefect's logs through the reporter; dbt.log
+  keeps the debug detail).
 - A `Stopper` (`dbtflow.stopper`) passed to `run_step` stops dbt from another thread.
 
 Pitfalls
 - `deps` and `parse` run without the pre-parse (deps must not need installed packages).
+- `dbt deps` changes the process's working folder to the project (dbt's
+  `move_to_nearest_project_dir`); `run_step` restores it, or every later relative path (the
+  default runs folder `.dbtflow/runs`) would move into the project.
 - `PrefectDbtRunner.invoke` raises ValueError when dbt returns an exception; that is an
   outcome here, not a crash.
 - dbt-duckdb resolves a relative database path against the process cwd; profiles can use
@@ -29,6 +37,7 @@ Pitfalls
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import time
@@ -38,10 +47,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from dbt.cli.main import dbtRunner
+from dbt.cli.main import cli, dbtRunner
 from prefect.runtime import flow_run
 
-from dbtflow import warehouse
+from dbtflow import packages, warehouse
 from dbtflow.request import Step
 from dbtflow.stopper import EventListener, Interrupted, Stopper
 
@@ -58,13 +67,25 @@ class StepPaths:
     target_path: Path
     log_path: Path
 
-    def argv(self) -> list[str]:
-        return [
-            "--project-dir", str(self.project_dir),
-            "--profiles-dir", str(self.profiles_dir),
-            "--target-path", str(self.target_path),
-            "--log-path", str(self.log_path),
-        ]  # fmt: skip
+    def argv(self, command: str = "build") -> list[str]:
+        """The paths as options, only those dbt's `command` accepts (`dbt deps` has no --target-path)."""
+        accepted = _accepted_options(command)
+        options = {
+            "project_dir": ("--project-dir", self.project_dir),
+            "profiles_dir": ("--profiles-dir", self.profiles_dir),
+            "target_path": ("--target-path", self.target_path),
+            "log_path": ("--log-path", self.log_path),
+        }
+        return [text for name, (flag, path) in options.items() if name in accepted for text in (flag, str(path))]
+
+
+@functools.cache
+def _accepted_options(command: str) -> frozenset[str]:
+    """The parameter names of dbt's own click command for `command` (e.g. `source freshness`)."""
+    found: Any = cli
+    for word in command.split():
+        found = found.commands[word]
+    return frozenset(str(p.name) for p in found.params)
 
 
 @dataclass(frozen=True)
@@ -97,8 +118,12 @@ def run_step(
     stopper = stopper or Stopper()
     stopper.begin_step()
     token = event_listeners.set((*event_listeners.get(), stopper.on_event))
+    cwd = os.getcwd()  # `dbt deps` changes the process's folder to the project's (move_to_nearest_project_dir)
     try:
-        if engine == "prefect-dbt":
+        hub = packages.hub_problem(paths.project_dir) if step.command == "deps" else None
+        if hub is not None:
+            outcome = StepOutcome(step, success=False, error=hub)
+        elif engine == "prefect-dbt":
             outcome = _run_prefect_dbt(step, paths, stopper)
         else:
             outcome = _run_fast(step, paths, index, stopper)
@@ -108,6 +133,7 @@ def run_step(
         outcome = StepOutcome(step, success=False)
     finally:
         event_listeners.reset(token)
+        os.chdir(cwd)
     interrupted = stopper.interrupted()
     if interrupted is not None:
         outcome = replace(outcome, success=False, error=f"stopped: {interrupted.reason}", interrupted=interrupted)
@@ -124,18 +150,19 @@ def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> Ste
         reporter.start()
     quiet = ["--log-level", "none", "--log-level-file", "debug"]  # console off (the reporter logs), dbt.log as usual
     try:
-        outcome = _invoke_parsed(step, [*paths.argv(), *quiet], callbacks, reporter, stopper)
+        outcome = _invoke_parsed(step, paths, quiet, callbacks, reporter, stopper)
     finally:
         warnings = tuple(reporter.close()) if reporter is not None else ()
     return replace(outcome, reporting=warnings)
 
 
 def _invoke_parsed(
-    step: Step, common: list[str], callbacks: list[EventListener], reporter: Any, stopper: Stopper
+    step: Step, paths: StepPaths, quiet: list[str], callbacks: list[EventListener], reporter: Any, stopper: Stopper
 ) -> StepOutcome:
     manifest, parse = None, None
+    common = [*paths.argv(step.command), *quiet]
     if step.command not in NO_PREPARSE:
-        manifest, parse, error = _parse(step, common, callbacks, stopper)
+        manifest, parse, error = _parse(step, [*paths.argv("parse"), *quiet], callbacks, stopper)
         if manifest is None:
             return StepOutcome(step, success=False, error=error, parse=parse)
         if reporter is not None:

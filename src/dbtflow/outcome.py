@@ -39,6 +39,8 @@ class StepReport:
     outcome: StepOutcome
     artifacts: StepArtifacts
     attempt: int = 1
+    reason: str | None = None  # why an automatic step (`dbt deps` first) ran
+    seconds: float | None = None  # the step's wall time in the flow (dbt's elapsed_time excludes parsing)
 
     @property
     def command(self) -> str:

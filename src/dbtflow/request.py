@@ -9,6 +9,11 @@ Contract
   step; `select`, `exclude`, `selector`, `full_refresh`, `fail_fast`, `state`, `defer` go to
   every step whose subcommand accepts them. `steps` replaces `command`. `source_freshness`
   adds a first step and `generate_docs` a last one; neither fails the run (as in dbt Cloud).
+- `install_deps` (default on): when the project declares packages (packages.yml or
+  dependencies.yml) and no step is `deps`, `RunRequest.deps_step` is the `dbt deps` the flow
+  runs first if the installed packages do not match package-lock.yml (`dbtflow.packages`
+  decides, at run time). A packages file that does not parse is refused here, whatever
+  `install_deps` says (dbt reads it on every command).
 
 Pitfalls
 - Selection values are matched token by token against dbt's selector grammar; anything that
@@ -33,6 +38,7 @@ from typing import Any
 import yaml
 
 from dbtflow.errors import UserError
+from dbtflow.packages import read_spec
 from dbtflow.project import Project
 
 
@@ -163,7 +169,7 @@ COMMANDS: dict[str, frozenset[str]] = {
         "ls": (*_SEL, "--state", "--vars", "--resource-type", "--exclude-resource-type", "--output", "--output-keys"),
         "parse": ("--threads", "--vars"),
         "retry": (*_COMMON, "--full-refresh", "--fail-fast"),
-        "deps": (),
+        "deps": ("--vars", "--warn-error"),  # dbt deps has no --target-path and no --threads
         "run-operation": ("--args", "--vars", "--threads"),
         "show": (*_SEL[:2], *_DEFER, "--threads", "--vars", "--inline", "--limit"),
         "clone": (*_SEL, "--state", *_COMMON, "--full-refresh", "--resource-type", "--exclude-resource-type"),
@@ -234,6 +240,7 @@ class RunRequest:
     engine: str = "fast"
     parameters: dict[str, Any] = field(default_factory=dict)
     on_overlap: str = "wait"
+    deps_step: Step | None = None  # `dbt deps`, run first when the installed packages do not match the lock
 
 
 def build_request(
@@ -256,6 +263,7 @@ def build_request(
     fail_fast: bool = False,
     engine: str = "fast",
     on_overlap: str = "wait",
+    install_deps: bool = True,
 ) -> RunRequest:
     """Validate every parameter and build the steps; raise InvalidRequest on the first problem."""
     parameters = {k: v for k, v in locals().items() if k != "project"}
@@ -284,6 +292,9 @@ def build_request(
         raise InvalidRequest(f"engine {engine!r} is unknown; use one of: {', '.join(ENGINES)}")
     if on_overlap not in OVERLAP:
         raise InvalidRequest(f"on_overlap {on_overlap!r} is unknown; use one of: {', '.join(OVERLAP)}")
+    if not isinstance(install_deps, bool):
+        raise InvalidRequest(f"install_deps must be true or false, not {install_deps!r}")
+    spec = read_spec(project.project_dir)
 
     texts = _step_texts(command, steps)
     parsed = [_parse_step(project, f"steps[{i}]" if steps else "command", t) for i, t in enumerate(texts)]
@@ -297,7 +308,10 @@ def build_request(
         _assemble(project, target, cmd, opts, positionals, fatal, job_options)
         for cmd, opts, positionals, fatal in parsed
     ]
-    return RunRequest(project, target, built, timeout, engine, parameters, on_overlap)
+    deps = None
+    if install_deps and spec is not None and not any(s.command == "deps" for s in built):
+        deps = _assemble(project, target, "deps", {}, [], True, job_options)
+    return RunRequest(project, target, built, timeout, engine, parameters, on_overlap, deps)
 
 
 def _check_target(project: Project, target: str) -> None:

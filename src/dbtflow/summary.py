@@ -27,8 +27,14 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
     lines += ["| # | command | result | nodes | seconds | parse |", "|---|---|---|---|---|---|"]
     for s in outcome.steps:
         result = "ok" if not s.failed else ("failed" if s.outcome.step.fatal else "failed (not fatal)")
-        nodes, seconds, parse = len(s.artifacts.results), s.artifacts.elapsed_time, s.outcome.parse or "-"
+        nodes, parse = len(s.artifacts.results), s.outcome.parse or "-"
+        seconds = s.artifacts.elapsed_time or s.seconds or 0.0  # dbt deps writes no run_results: its wall time
         lines.append(f"| {s.index + 1} | `{s.outcome.step}` | {result} | {nodes} | {seconds:.1f} | {parse} |")
+    lines += [
+        f"\nStep {s.index + 1} ran first, automatically: {s.reason} (run with install_deps=false to skip it)."
+        for s in outcome.steps
+        if s.reason
+    ]
     lines += _counts_table(outcome)
     if outcome.earlier:
         lines += ["", "## Attempts", "", *_attempts(outcome)]
