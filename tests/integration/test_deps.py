@@ -226,3 +226,29 @@ def test_packages_file_that_does_not_parse_is_one_line_and_starts_nothing(
     assert not runs_root().exists(), "a run folder was written"
     for left in ("target", "logs", "dbt_packages", "package-lock.yml", "proj.duckdb"):
         assert not (project / left).exists(), f"{left} was written"
+
+
+def test_a_flow_retry_plans_around_the_automatic_deps_step(project: Path, tmp_path: Path) -> None:
+    from dbtflow.attempts import plan_attempt
+    from dbtflow.project import load_project
+    from dbtflow.request import build_request
+
+    request = build_request(load_project(project), target="local")
+    folder = tmp_path / "run"
+    (folder / "01-deps").mkdir(parents=True)
+    (folder / "02-build").mkdir()
+    (folder / "02-build" / "run_results.json").write_text('{"results": [{"unique_id": "model.proj.uses_packages"}]}')
+    deps = {"command": "deps", "argv": ["deps", "--target", "local"], "fatal": True, "attempt": 1, "step": None}
+    build = {"command": "build", "argv": ["build", "--target", "local"], "fatal": True, "attempt": 1, "step": 0}
+
+    def record(*steps: dict[str, Any]) -> None:
+        (folder / "run.json").write_text(json.dumps({"attempt": 1, "status": "failed", "steps": list(steps)}))
+
+    record({**deps, "folder": "01-deps", "success": False}, build)
+    again = plan_attempt(request, folder, 2)
+    assert [(p.index, p.step.command) for p in again.steps] == [(0, "build")], "a failed deps: the whole request"
+
+    record({**deps, "folder": "01-deps", "success": True}, {**build, "folder": "02-build", "success": False})
+    resumed = plan_attempt(request, folder, 2)
+    assert [(p.index, p.step.command) for p in resumed.steps] == [(0, "retry")]
+    assert resumed.first_index == 2, "attempt 2's folders come after 01-deps and 02-build"
