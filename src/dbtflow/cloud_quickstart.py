@@ -40,10 +40,13 @@ SEED_FORM = (
     "it installs neither dbtflow (the requirements' `-e .`) nor dbt-duckdb, and dbt-core 1.12, not the pinned 1.11.16"
 )
 TEMPLATE = """\
+# 0. Sign in to Prefect Cloud (once per machine):
+uvx prefect-cloud login
 # 1. Deploy from the repository on a Prefect Cloud managed pool (Python 3.12, the pinned runtime):
 uvx prefect-cloud deploy {entrypoint} --from {repo} --name dbt_wg --with-python 3.12 \\
     --with-requirements requirements-prefect.txt {deploy_parameters}
-#    (the requirements, not the seed form {seed}: {seed_form})
+#    Not the seed form ({seed}):
+#    {seed_form}.
 # 2. Give it the dev and prod schedules with their own parameters (prefect-cloud keeps only one):
 dbtflow schedules apply prefect.yaml
 # 3. An ad-hoc run with overrides, followed until it ends:
