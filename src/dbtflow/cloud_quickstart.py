@@ -76,8 +76,10 @@ def check(entrypoint: str, root: Path, parameters: list[str]) -> None:
     path, function = _split(entrypoint)
     find_function(root / path, function)
     deploy = parse_parameters(merged(parameters))
-    _check_values(root / path, function, deploy)
-    _check_values(root / path, function, {**deploy, **parse_parameters(list(RUN_PARAMETERS))})
+    run = {**deploy, **parse_parameters(list(RUN_PARAMETERS))}
+    flow, project_dir = _load(root / path, function)
+    for values in (deploy, run):
+        _check_values(flow, project_dir, values)
 
 
 def find_function(path: Path, function: str) -> None:
@@ -116,17 +118,28 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
     return result
 
 
-def _check_values(path: Path, function: str, values: dict[str, Any]) -> None:
+def _load(path: Path, function: str) -> tuple[Any, Path | None]:
+    """The entry file's flow and the project it binds (`PROJECT_DIR`), imported as Prefect's runner would."""
     from prefect import Flow
     from prefect.utilities.importtools import load_script_as_module
 
-    from dbtflow.project import load_project
-    from dbtflow.request import build_request
-
-    module = load_script_as_module(str(path))
+    try:
+        module = load_script_as_module(str(path))
+    except Exception as exc:  # Prefect's ScriptError wraps what the file raised
+        cause = exc.__cause__ or exc
+        raise UserError(f"cannot import {path}: {type(cause).__name__}: {cause}; fix the file") from None
     flow = getattr(module, function, None)
     if not isinstance(flow, Flow):
         raise UserError(f"{path}:{function} is not a Prefect flow: decorate it with @flow")
+    project_dir = getattr(module, "PROJECT_DIR", None)
+    return flow, Path(project_dir) if project_dir is not None else None
+
+
+def _check_values(flow: Any, project_dir: Path | None, values: dict[str, Any]) -> None:
+    from dbtflow.project import load_project
+    from dbtflow.request import build_request
+
+    function = flow.fn.__name__
     unknown = sorted(set(values) - set(flow.parameters.properties))
     if unknown:
         raise UserError(
@@ -142,7 +155,6 @@ def _check_values(path: Path, function: str, values: dict[str, Any]) -> None:
         raise UserError(f"--parameter {'; '.join(reasons)}") from None
     finally:
         prefect_flows.disabled = was_disabled
-    project_dir = getattr(module, "PROJECT_DIR", None)
     if project_dir is not None:
         try:
             build_request(load_project(project_dir), **validated)

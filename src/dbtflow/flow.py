@@ -155,6 +155,7 @@ def dbt_flow(
 
 
 def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters: dict[str, Any]) -> State:
+    """One request on the project, inside a flow run: the body of `dbt_flow`'s flow and of a tenant's entry file."""
     logger = get_run_logger()
     try:
         request = build_request(load_project(project_dir, profiles_dir), **parameters)
