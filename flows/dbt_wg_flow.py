@@ -1,16 +1,75 @@
 """Prefect entrypoint `flows/dbt_wg_flow.py:run_dbt_wg`: the William Grant dbt project.
 
-Binds the tenant's project folder to dbtflow's generic flow, nothing more; every parameter,
-its validation and its behaviour live in `dbtflow.flow` and `dbtflow.request`.
+Contract
+- A literal `def run_dbt_wg` with every parameter of `dbtflow.flow.dbt_flow`'s flow (same order,
+  types, literal defaults and `Args:` descriptions); the body hands them to dbtflow with the
+  tenant's folder, which owns their validation and behaviour.
+- Why literal, not `run_dbt_wg = dbt_flow(...)`: `uvx prefect-cloud deploy` reads this file's text
+  and builds the deployment's parameter schema by an AST search for `def run_dbt_wg`
+  (`prefect_cloud.utilities.callables.get_parameter_schema_from_content`), without importing it.
+
+Pitfalls
+- prefect-cloud evaluates the annotations and defaults with this file's imports only (prefect and
+  dbtflow are not installed where it runs): keep them to builtins and `typing`.
+- The copy cannot drift unseen: tests/unit/test_entrypoint.py compares this signature and
+  docstring with dbt_flow's, and prefect-cloud's schema of this text with Prefect's runtime one.
 """
 
 from pathlib import Path
+from typing import Any, Literal
 
-from dbtflow.flow import dbt_flow
+from prefect import flow
+from prefect.client.schemas.objects import State
+
+from dbtflow.flow import execute
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "tenants" / "dbt_williamgrant"
 
-run_dbt_wg = dbt_flow(PROJECT_DIR, name="run_dbt_wg")
+
+@flow(name="run_dbt_wg", log_prints=False)
+def run_dbt_wg(
+    command: str = "build",
+    target: str = "dev",
+    select: str | list[str] | None = None,
+    exclude: str | list[str] | None = None,
+    selector: str | None = None,
+    vars: dict[str, Any] | str | None = None,
+    full_refresh: bool = False,
+    state: str | None = None,
+    defer: bool = False,
+    threads: int | None = None,
+    steps: list[str] | None = None,
+    source_freshness: bool = False,
+    generate_docs: bool = False,
+    timeout_seconds: int | None = None,
+    fail_fast: bool = False,
+    engine: Literal["fast", "prefect-dbt"] = "fast",
+    on_overlap: Literal["wait", "cancel"] = "wait",
+) -> State:
+    """Run dbt Core for this project.
+
+    Args:
+        command: The dbt command, e.g. `build`, `run --select tag:daily`, `source freshness`.
+        target: The profiles.yml target to run against (`local`, `dev`, `prod`).
+        select: dbt selection, e.g. `tag:daily +fct_shipments` (space-separated or a list).
+        exclude: dbt exclusion, same syntax as select.
+        selector: The name of a selector in selectors.yml, e.g. `daily`.
+        vars: dbt vars, as a mapping or a JSON/YAML string of one.
+        full_refresh: Rebuild incremental models and seeds from scratch.
+        state: Folder of a previous run's artifacts, for `state:` selection and deferral.
+        defer: Defer unbuilt upstream references to `state`.
+        threads: dbt threads (1-64); the target's own setting when empty.
+        steps: Several dbt commands run in order, like a dbt Cloud job; replaces `command`.
+        source_freshness: Run `dbt source freshness` first; its failure does not fail the run.
+        generate_docs: Run `dbt docs generate` last; its failure does not fail the run.
+        timeout_seconds: Stop the run after this many seconds; no limit when empty.
+        fail_fast: Stop a step at its first failing node.
+        engine: `fast` reports every dbt node to Prefect at the speed of plain dbt;
+            `prefect-dbt` uses prefect-dbt's PrefectDbtRunner as it is.
+        on_overlap: When another run of this target is running: `wait` for it, or `cancel` this run.
+    """
+    return execute(PROJECT_DIR, None, dict(locals()))
+
 
 if __name__ == "__main__":
     run_dbt_wg()

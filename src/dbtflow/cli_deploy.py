@@ -5,7 +5,9 @@ Contract
   the deployment's schedules match the file (`schedules apply`): one command, any Prefect server.
   A redeploy keeps each existing schedule's on/off state (after a cutover, prod stays active);
   only cutover and rollback switch schedules.
-  `--print-cloud-commands` prints the Prefect Cloud quickstart instead and changes nothing.
+  `--print-cloud-commands` prints the Prefect Cloud quickstart instead and changes nothing; it
+  first checks the entry file and every `--parameter` as prefect-cloud and the flow would
+  (`dbtflow.cloud_quickstart`): a bad one is one line, exit 2, nothing printed on stdout.
 - Before deploying, `dbtflow deploy` records the deployment's current configuration (if it
   exists) in its deploy history (`dbtflow.deploy_history`), which `dbtflow rollback
   --deployment-version previous` re-applies; if it cannot record, it does not deploy.
@@ -29,6 +31,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from dbtflow import cloud_quickstart
 from dbtflow.errors import UserError
 
 schedules_app = typer.Typer(no_args_is_help=True, add_completion=False, help="A deployment's schedules.")
@@ -36,15 +39,6 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 DEPLOYMENT = "run_dbt_wg/dbt_wg"
-ENTRYPOINT = "flows/dbt_wg_flow.py:run_dbt_wg"
-CLOUD_COMMANDS = """\
-# 1. Deploy from the repository on a Prefect Cloud managed pool (Python 3.12, the pinned runtime):
-uvx prefect-cloud deploy {entrypoint} --from {repo} --name dbt_wg --with-python 3.12 \\
-    --with-requirements requirements-prefect.txt --parameter command=build --parameter target=dev
-# 2. Give it the dev and prod schedules with their own parameters (prefect-cloud keeps only one):
-dbtflow schedules apply prefect.yaml
-# 3. An ad-hoc run with overrides, followed until it ends:
-uvx prefect-cloud run run_dbt_wg/dbt_wg --parameter target=prod --parameter vars='{{"key":"value"}}' --follow"""
 
 
 def _fail(exc: UserError) -> typer.Exit:
@@ -103,10 +97,22 @@ def deploy(
     print_cloud_commands: Annotated[
         bool, typer.Option("--print-cloud-commands", help="Print the Prefect Cloud quickstart commands.")
     ] = False,
+    entrypoint: Annotated[
+        str, typer.Option(help="With --print-cloud-commands: the flow, path/to/file.py:function.")
+    ] = cloud_quickstart.ENTRYPOINT,
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option("--parameter", "-p", help="With --print-cloud-commands: a deployment default, NAME=VALUE."),
+    ] = None,
 ) -> None:
     """Deploy `dbt_wg` from prefect.yaml and apply its schedules (or print the Prefect Cloud path)."""
     if print_cloud_commands:
-        out.print(CLOUD_COMMANDS.format(entrypoint=ENTRYPOINT, repo=_github_repo()), markup=False, soft_wrap=True)
+        try:
+            cloud_quickstart.check(entrypoint, Path.cwd(), parameter or [])
+        except UserError as exc:
+            raise _fail(exc) from None
+        text = cloud_quickstart.commands(entrypoint, _github_repo(), parameter or [])
+        out.print(text, markup=False, soft_wrap=True)
         return
     if not prefect_file.is_file():
         raise _fail(UserError(f"{prefect_file} not found: run from the repository root or pass --prefect-file"))

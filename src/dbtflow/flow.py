@@ -1,9 +1,12 @@
 """The generic Prefect flow: one dbt project, any request, artifacts kept, honest final state.
 
 Contract
-- `dbt_flow(project_dir, name=...)` returns a Prefect flow bound to one dbt project; a
-  tenant's entrypoint is one call of it (see flows/dbt_wg_flow.py). Its parameters are the
-  request's (see `dbtflow.request`), with types and descriptions Prefect shows in the UI.
+- `dbt_flow(project_dir, name=...)` returns a Prefect flow bound to one dbt project (what
+  `dbtflow run --project-dir` runs). Its parameters are the request's (see `dbtflow.request`),
+  with types and descriptions Prefect shows in the UI: this signature and docstring are the
+  source. A deployed entrypoint repeats them in a literal `def` that calls `execute` (see
+  flows/dbt_wg_flow.py, why: prefect-cloud's AST search; tests/unit/test_entrypoint.py keeps
+  the copy equal).
 - The flow validates the request before anything else (a bad request ends Failed with the
   one-line reason, and dbt never starts), runs the steps in order (stopping at the first
   failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
@@ -161,6 +164,7 @@ def dbt_flow(
 
 
 def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters: dict[str, Any]) -> State:
+    """One request on the project, inside a flow run: the body of `dbt_flow`'s flow and of a tenant's entry file."""
     logger = get_run_logger()
     try:
         request = build_request(load_project(project_dir, profiles_dir), **parameters)

@@ -8,7 +8,17 @@ import subprocess
 
 from tests.conftest import BIN, REPO
 
-DEV_ONLY = {"pytest", "pytest-timeout", "ruff", "mypy", "fakesnow", "detect-secrets", "uv", "types-pyyaml"}
+DEV_ONLY = {
+    "pytest",
+    "pytest-timeout",
+    "ruff",
+    "mypy",
+    "fakesnow",
+    "detect-secrets",
+    "uv",
+    "types-pyyaml",
+    "prefect-cloud",
+}
 
 
 def exported() -> str:
