@@ -45,6 +45,7 @@ def run_dbt_wg(
     fail_fast: bool = False,
     engine: Literal["fast", "prefect-dbt"] = "fast",
     on_overlap: Literal["wait", "cancel"] = "wait",
+    install_deps: bool = True,
 ) -> State:
     """Run dbt Core for this project.
 
@@ -67,6 +68,8 @@ def run_dbt_wg(
         engine: `fast` reports every dbt node to Prefect at the speed of plain dbt;
             `prefect-dbt` uses prefect-dbt's PrefectDbtRunner as it is.
         on_overlap: When another run of this target is running: `wait` for it, or `cancel` this run.
+        install_deps: Run `dbt deps` first when packages.yml or dependencies.yml lists packages
+            that are missing or do not match package-lock.yml (as dbt Cloud does every job).
     """
     return execute(PROJECT_DIR, None, dict(locals()))
 
