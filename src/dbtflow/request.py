@@ -13,7 +13,8 @@ Contract
 Pitfalls
 - Selection values are matched token by token against dbt's selector grammar; anything that
   starts with `-` or holds shell text (`;`, `|`, backticks, `$`, newlines, quotes) is refused,
-  so a value can never become another flag.
+  so a value can never become another flag. Names and values may be any Unicode letters or
+  digits (dbt's grammar takes them), not ASCII only.
 - Options inside a step string are checked against an allowlist per subcommand; paths that
   dbtflow owns (`--target-path`, `--profiles-dir`, `--project-dir`, `--log-path`) and
   `--target` (a run has exactly one target) are refused there.
@@ -199,7 +200,7 @@ SELECTOR_METHODS = [
     "resource_type",
     "wildcard",
 ]
-_VALUE = r"[A-Za-z0-9_*?\[\]./\-]+"
+_VALUE = r"[\w*?\[\]./\-]+"  # \w is Unicode: dbt selects `stg_ünïcødé_名前` by name, so must we
 _METHOD = r"(?:[a-z_]+(?:\.[A-Za-z0-9_]+)*:)"
 _ATOM = rf"(?:@|\d*\+)?{_METHOD}?{_VALUE}(?:\+\d*)?"
 SELECTOR_TOKEN = re.compile(rf"^{_ATOM}(?:,{_ATOM})*$")

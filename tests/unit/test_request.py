@@ -88,6 +88,8 @@ def test_selector_is_checked_against_selectors_yml(project):
         "source:erp.shipments+",
         "test_type:generic",
         "models/marts/*.sql",
+        "stg_ünïcødé_名前",
+        "+tag:données,path:models/étape",
     ],
 )
 def test_valid_selector_syntax(project, selection):
