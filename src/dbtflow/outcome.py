@@ -10,6 +10,8 @@ Contract
   `failures` and `skipped` are this attempt's, and `latest_results` / `counts` are the run's
   (each node's latest result over every attempt), so a retry that fixes the failures reads as
   a success that says how many nodes it reran. `built_by_attempt` says which attempt built which node.
+- `counts` and the success message count each node once, over every step: a `seed` then a
+  `build` step ran each seed twice, but the run has one result per seed (the later one).
 
 Pitfalls
 - A step can fail with no node failed (parse error, connection error): its error text is then
@@ -91,12 +93,16 @@ class RunOutcome:
         return [r for r in self.results if r.status == "skipped"]
 
     def latest_results(self) -> list[NodeResult]:
-        """Every node's latest result over every attempt (this attempt's steps alone on attempt 1)."""
-        if not self.earlier:
-            return self.results
+        """Every node's latest result over every step and attempt, each node once.
+
+        A node two steps ran (`seed` then `build`) counts once, with the later result; a step that
+        builds nothing (`compile`, `docs generate`: every node `success`) never hides a building one's.
+        """
         latest: dict[str, NodeResult] = {}
         for step in [*self.earlier, *self.steps]:
             for result in step.artifacts.results:
+                if result.unique_id in latest and not step.outcome.step.builds:
+                    continue
                 latest.pop(result.unique_id, None)
                 latest[result.unique_id] = result
         return list(latest.values())
