@@ -11,6 +11,14 @@ from dbtflow.cli import app
 
 runner = CliRunner()
 
+
+def _alias_bomb(levels: int = 8, width: int = 9) -> str:
+    """YAML whose aliases expand to width**levels values (43 million for 8 x 9) from ~300 bytes of text."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
 CASES = [
     # (id, extra CLI args, expected fragment of the one error line)
     ("unknown-command", ["--command", "frobnicate"], "'frobnicate' is not an allowed dbt command"),
@@ -29,6 +37,9 @@ CASES = [
     ("vars-not-mapping", ["--vars", "[1, 2]"], "must be a mapping"),
     ("vars-scalar", ["--vars", "42"], "must be a mapping"),
     ("vars-invalid-yaml", ["--vars", "{a: [}"], "is not valid JSON or YAML"),
+    ("vars-alias-bomb", ["--vars", _alias_bomb()], "vars holds more than 10000 values once YAML aliases are expanded"),
+    ("vars-self-alias", ["--vars", "a: &a [*a]"], "vars holds more than 10000 values"),
+    ("vars-too-long", ["--vars", '{"k": "' + "x" * 200_000 + '"}'], "vars is 200009 characters long; the limit"),
     ("threads-zero", ["--threads", "0"], "threads must be between 1 and 64, not 0"),
     ("threads-negative", ["--threads", "-3"], "threads must be between 1 and 64, not -3"),
     ("threads-absurd", ["--threads", "10000"], "threads must be between 1 and 64, not 10000"),
