@@ -33,6 +33,8 @@ Pitfalls
   state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
   whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
   with retries left lowers the run's `retries` to the attempts made, so Prefect accepts it.
+- Vars whose names look secret (`api_token`, `db_password`) are masked in run.json, summary.md,
+  dbt.log and the console (see `dbtflow.masking`); dbt still gets them.
 - The target's slot and its lease: see `dbtflow.slot`. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
 - dbt runs on a daemon thread so the flow can stop it at `timeout_seconds`: `invoke.Stopper`
@@ -67,6 +69,7 @@ from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and
 from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
 from dbtflow.errors import UserError
 from dbtflow.invoke import StepOutcome, StepPaths, run_step
+from dbtflow.masking import masked_argv, masked_parameters, secret_env
 from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
@@ -191,7 +194,10 @@ def _execute(request: RunRequest) -> State:
     store.write_json("run.json", _run_record(request, attempt, None))
     outcome = RunOutcome(request.target, attempt=attempt.number, earlier=earlier_reports(attempt, store.folder))
     try:
-        with resolved_profiles(request.project, request.target) as profiles:
+        with (
+            resolved_profiles(request.project, request.target) as profiles,
+            secret_env([s.argv for s in request.steps]),  # dbt scrubs secret vars from dbt.log
+        ):
             _run_with_timeout(
                 request,
                 attempt,
@@ -327,7 +333,7 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
         "project_dir": str(request.project.project_dir),
         "target": request.target,
         "engine": request.engine,
-        "parameters": request.parameters,
+        "parameters": masked_parameters(request.parameters),
         "attempt": attempt.number,
         "steps": [*attempt.earlier, *(_planned_entry(p, attempt.number) for p in attempt.steps)],
     }
@@ -354,7 +360,7 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
 def _planned_entry(planned: PlannedStep, attempt: int) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "command": planned.step.command,
-        "argv": planned.step.argv,
+        "argv": masked_argv(planned.step.argv),
         "fatal": planned.step.fatal,
         "attempt": attempt,
         "step": planned.index,

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from dbtflow.errors import UserError
+from dbtflow.masking import masked_argv
 from dbtflow.project import Project
 
 
@@ -226,7 +227,7 @@ class Step:
         return self.command in BUILDING
 
     def __str__(self) -> str:
-        return shlex.join(self.argv)
+        return shlex.join(masked_argv(self.argv))  # secret-looking vars as ***** (see dbtflow.masking)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,15 @@ Each test runs the real flow on a small DuckDB project against the session's Pre
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from dbtflow.flow import dbt_flow
+from tests.conftest import BIN
 from tests.reliability.conftest import make_project
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -33,3 +37,33 @@ def test_a_unicode_model_name_is_selected_as_dbt_selects_it(tmp_path: Path, runs
 
     assert state.is_completed(), state.message
     assert executed(folder(runs_dir, state)) == [f"model.mini.{UNICODE}"]
+
+
+SECRET = "s3cr3t-Tok3n-4242"
+
+
+def test_secret_looking_vars_are_masked_everywhere_dbtflow_writes_or_prints(
+    tmp_path: Path, runs_dir: Path, prefect_api: str
+) -> None:
+    """dbt gets the value (the table holds it); run.json, summary.md, dbt.log and the console show `*****`."""
+    model = "{{ log('using token ' ~ var('api_token'), info=True) }}\nselect '{{ var('api_token') }}' as token"
+    project = make_project(tmp_path / "mini", {"uses_token": model})
+    env = {**os.environ, "DBTFLOW_RUNS_DIR": str(runs_dir), "PREFECT_API_URL": prefect_api}
+    vars_text = json.dumps({"api_token": SECRET, "region": "eu"})
+
+    done = subprocess.run(
+        [str(BIN / "dbtflow"), "run", "--project-dir", str(project), "--vars", vars_text],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run,) = runs_dir.iterdir()
+    assert duckdb.connect(str(project / "mini.duckdb")).sql("select token from uses_token").fetchall() == [(SECRET,)]
+    for name in ("run.json", "summary.md", "dbt.log"):
+        text = (run / name).read_text()
+        assert SECRET not in text, f"{name} holds the secret"
+    record = json.loads((run / "run.json").read_text())
+    assert json.loads(record["parameters"]["vars"]) == {"api_token": "*****", "region": "eu"}
+    assert "using token *****" in (run / "dbt.log").read_text()
+    assert SECRET not in done.stdout and SECRET not in done.stderr
+    assert "using token *****" in done.stdout
