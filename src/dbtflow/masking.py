@@ -9,7 +9,7 @@ Contract
   `*****` (dbt's own mask), for what dbtflow writes and prints: run.json, summary.md, the step
   lines of logs and messages. dbt itself still gets the real values.
 - `secret_env(argv_lists)` is a context manager that puts each secret value in the environment
-  as `DBT_ENV_SECRET_DBTFLOW_<n>` while dbt runs: dbt scrubs the values of `DBT_ENV_SECRET_*`
+  as `DBT_ENV_SECRET_DBTFLOW_VARS_<n>` while dbt runs: dbt scrubs the values of `DBT_ENV_SECRET_*`
   from dbt.log and its messages, as it does for secrets of the profile. `scrub(text)` applies
   the same scrubbing (dbt's) to a line dbtflow forwards from a dbt event (console, Prefect logs).
 
@@ -36,7 +36,7 @@ from typing import Any
 MASK = "*****"
 MIN_SECRET = 4
 SECRET_KEY = re.compile(r"passw(?:or)?d|pwd|passphrase|secret|token|api_?key|private_?key|credential", re.IGNORECASE)
-ENV_PREFIX = "DBT_ENV_SECRET_DBTFLOW_"
+ENV_PREFIX = "DBT_ENV_SECRET_DBTFLOW_VARS_"  # profiles.py uses DBT_ENV_SECRET_DBTFLOW_<block field>
 _MAPPING_FLAGS = ("--vars", "--args")
 
 
