@@ -10,7 +10,7 @@ from dbtflow.masking import MASK, masked_argv, masked_parameters, secret_values
 def test_secret_looking_names_at_any_depth_are_masked_and_others_kept() -> None:
     text = json.dumps(
         {
-            "db_password": "hunter22",
+            "db_password": "hunter22",  # pragma: allowlist secret
             "SNOWFLAKE_TOKEN": "abcd1234",
             "nested": {"api_key": ["k-1111"]},
             "region": "eu",
