@@ -14,7 +14,7 @@ def test_secret_looking_names_at_any_depth_are_masked_and_others_kept() -> None:
             "SNOWFLAKE_TOKEN": "abcd1234",
             "nested": {"api_key": ["k-1111"]},
             "region": "eu",
-        }  # pragma: allowlist secret
+        }
     )
     argv = ["build", "--vars", text, "--target", "dev"]
 
