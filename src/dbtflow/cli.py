@@ -25,6 +25,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dbtflow import cli_notify
+from dbtflow.artifacts import runs_root
 from dbtflow.cli_blocks import app as blocks_app
 from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_cutover import OneLine, cutover, rollback
@@ -33,6 +34,7 @@ from dbtflow.cli_parity import parity
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
+from dbtflow.runs_dir import check_runs_root
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
 err = Console(stderr=True)
@@ -97,6 +99,7 @@ def run(
             on_overlap=on_overlap,
         )
         build_request(project, **params)
+        check_runs_root(runs_root())
     except UserError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -107,7 +110,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.client.schemas.objects import State
 
-    from dbtflow.flow import LATEST_RUN, dbt_flow, runs_root
+    from dbtflow.flow import LATEST_RUN, dbt_flow
     from dbtflow.invoke import event_listeners
 
     flow = dbt_flow(project.project_dir, name=f"dbtflow-{project.name}", profiles_dir=project.profiles_dir)

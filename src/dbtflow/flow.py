@@ -74,6 +74,7 @@ from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
+from dbtflow.runs_dir import check_runs_root
 from dbtflow.slot import slot_name, target_slot
 from dbtflow.stopper import Stopper
 from dbtflow.summary import publish, summary_markdown
@@ -162,6 +163,12 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         logger.error("invalid request: %s", exc)
         _final()
         return Failed(message=f"invalid request: {exc}")
+    try:
+        check_runs_root(runs_root())
+    except UserError as exc:  # no record could be kept: dbt must not start
+        logger.error("%s", exc)
+        _final()
+        return Failed(message=str(exc))
 
     name = slot_name(request)
     cancel = request.on_overlap == "cancel"
