@@ -124,14 +124,16 @@ def run(
         finally:
             event_listeners.reset(token)
     run_folder = runs_root() / str(final.state_details.flow_run_id) if final else LATEST_RUN[0]
-    if run_folder is None or not (run_folder / "run.json").exists():
+    if run_folder is None and final is None:
+        err.print("error: dbt did not run: the flow stopped before it started dbt (see above)", markup=False)
         raise typer.Exit(1)
-    record = json.loads((run_folder / "run.json").read_text())
-    summary = run_folder / "summary.md"
-    if summary.exists():
+    record = _final_record(run_folder, final)
+    summary = run_folder / "summary.md" if run_folder else None
+    if summary is not None and summary.exists():
         out.print(Markdown(summary.read_text()))
     out.print(f"{record.get('status', 'failed')}: {record.get('message', '')}", markup=False, soft_wrap=True)
-    out.print(f"artifacts: {run_folder}", markup=False, highlight=False)
+    if run_folder is not None and run_folder.is_dir():
+        out.print(f"artifacts: {run_folder}", markup=False, highlight=False)
     code = 0 if record.get("status") == "completed" else 1
     if final is None:
         # The API is gone: Prefect's exit hooks would retry every unsent event and log line for
@@ -140,6 +142,17 @@ def run(
         sys.stderr.flush()
         os._exit(code)
     raise typer.Exit(code)
+
+
+def _final_record(run_folder: Path | None, final: Any) -> dict[str, Any]:
+    """run.json's final record; else (not written: a full disk, an invalid request) the flow's final state."""
+    try:
+        record = json.loads((run_folder / "run.json").read_text()) if run_folder else {}
+    except (OSError, ValueError):
+        record = {}
+    if record.get("status") or final is None:
+        return dict(record)
+    return {"status": "completed" if final.is_completed() else "failed", "message": final.message or final.name}
 
 
 class _NodeProgress:

@@ -33,6 +33,11 @@ Pitfalls
   state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
   whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
   with retries left lowers the run's `retries` to the attempts made, so Prefect accepts it.
+- The runs folder is checked writable before the slot is taken (`dbtflow.runs_dir`). A disk
+  that fills during the run does not lose dbt's outcome: a step's artifacts that cannot be
+  copied are read where dbt wrote them (its half-copied folder removed), run.json and summary.md
+  are written whole or not at all, dbt.log's write errors are not printed per line, and the run
+  ends with dbt's own state, its message saying once what could not be saved.
 - Vars whose names look secret (`api_token`, `db_password`) are masked in run.json, summary.md,
   dbt.log and the console (see `dbtflow.masking`); dbt still gets them.
 - The target's slot and its lease: see `dbtflow.slot`. The wait for the slot and dbt's own
@@ -64,7 +69,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from dbtflow.artifacts import ARTIFACT_FILES, RunStore
+from dbtflow.artifacts import ARTIFACT_FILES, RunStore, StepArtifacts, read_step
 from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
 from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
 from dbtflow.errors import UserError
@@ -74,7 +79,7 @@ from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
-from dbtflow.runs_dir import check_runs_root
+from dbtflow.runs_dir import check_runs_root, quiet_logging_errors, storage_problem
 from dbtflow.slot import slot_name, target_slot
 from dbtflow.stopper import Stopper
 from dbtflow.summary import publish, summary_markdown
@@ -198,12 +203,17 @@ def _execute(request: RunRequest) -> State:
     attempt = plan_attempt(request, store.folder, max(1, int(flow_run.run_count or 1)))
     if attempt.number > 1:
         logger.info("%s", attempt.describe())
-    store.write_json("run.json", _run_record(request, attempt, None))
+    try:
+        store.write_json("run.json", _run_record(request, attempt, None))
+    except OSError as exc:  # the disk filled since the check: dbt has not started
+        logger.error("%s (dbt did not start)", storage_problem(store.folder, exc))
+        return Failed(message=f"{storage_problem(store.folder, exc)} (dbt did not start)")
     outcome = RunOutcome(request.target, attempt=attempt.number, earlier=earlier_reports(attempt, store.folder))
     try:
         with (
             resolved_profiles(request.project, request.target) as profiles,
             secret_env([s.argv for s in request.steps]),  # dbt scrubs secret vars from dbt.log
+            quiet_logging_errors(),  # a full disk: said once below, not per dbt.log line
         ):
             _run_with_timeout(
                 request,
@@ -218,8 +228,7 @@ def _execute(request: RunRequest) -> State:
         _final()
         return Failed(message=str(exc))
 
-    store.write_json("run.json", _run_record(request, attempt, outcome))
-    (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
+    problem = _save_record(request, attempt, outcome, store)
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
         publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
         if not outcome.failed and outcome.warnings:
@@ -228,13 +237,31 @@ def _execute(request: RunRequest) -> State:
         logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
     for warning in {w for step in outcome.steps for w in step.outcome.reporting}:
         logger.warning("%s", warning)
-    logger.info("%s; artifacts in %s", outcome.message, store.folder)
+    if problem:  # dbt's outcome still stands; what could not be kept is said once
+        logger.error("%s; dbt's outcome: %s", problem, outcome.message)
+    else:
+        logger.info("%s; artifacts in %s", outcome.message, store.folder)
+    message = f"{outcome.message}; {problem}" if problem else outcome.message
     if outcome.timed_out:
         _final()
-        return Failed(name="TimedOut", message=f"{outcome.message} (timeout_seconds={request.timeout_seconds})")
+        return Failed(name="TimedOut", message=f"{message} (timeout_seconds={request.timeout_seconds})")
     if outcome.failed and _retries_left():
-        raise RetryFromFailure(f"{outcome.message} [attempt {attempt.number}; retrying from the failure]")
-    return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
+        raise RetryFromFailure(f"{message} [attempt {attempt.number}; retrying from the failure]")
+    return Failed(message=message) if outcome.failed else Completed(message=message)
+
+
+def _save_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome, store: RunStore) -> str | None:
+    """run.json and summary.md, each whole or not at all; the one-line problem when the disk is full."""
+    summary = store.folder / "summary.md"
+    tmp = summary.with_suffix(".md.tmp")
+    try:
+        store.write_json("run.json", _run_record(request, attempt, outcome))
+        tmp.write_text(summary_markdown(outcome, store.folder))
+        tmp.replace(summary)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return outcome.storage_problem or storage_problem(store.folder, exc)
+    return outcome.storage_problem
 
 
 def _retries_left() -> bool:
@@ -312,8 +339,18 @@ def _run_steps(
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
         if previous is not None and _results_signature(paths.target_path) == previous:
             _clear(paths.target_path)  # dbt retry stopped before writing results: never credit it with the old ones
-        artifacts = store.keep_step(index, step.command, paths.target_path)
+        artifacts = _keep_step(store, index, step.command, paths.target_path, outcome)
         outcome.steps.append(StepReport(index, result, artifacts, attempt=attempt.number))
+
+
+def _keep_step(store: RunStore, index: int, command: str, target_path: Path, outcome: RunOutcome) -> StepArtifacts:
+    """The step's artifacts copied into the run's folder; on a full disk, read where dbt wrote them."""
+    try:
+        return store.keep_step(index, command, target_path)
+    except OSError as exc:
+        shutil.rmtree(store.step_folder(index, command), ignore_errors=True)  # no half-copied step folder
+        outcome.storage_problem = outcome.storage_problem or storage_problem(store.folder, exc)
+        return read_step(target_path)
 
 
 def _clear(target_path: Path, keep_results: bool = False) -> tuple[int, int] | None:

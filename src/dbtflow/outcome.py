@@ -66,6 +66,7 @@ class RunOutcome:
     stop_seconds: float | None = None  # how long dbt took to stop after a timeout
     attempt: int = 1  # the flow run's attempt (Prefect's run_count)
     earlier: list[StepReport] = field(default_factory=list)  # steps earlier attempts ran
+    storage_problem: str | None = None  # the run's folder could not take its artifacts (a full disk)
 
     @property
     def results(self) -> list[NodeResult]:
