@@ -5,7 +5,8 @@ Contract
   or dbt start (a bad request is one line on stderr and exit 2), then runs the generic flow
   in-process (Prefect's ephemeral API unless PREFECT_API_URL points at a server), shows a
   progress bar of nodes done/total while dbt runs, prints the summary and the artifacts
-  folder, and exits 1 when the run failed.
+  folder, and exits 1 when the run failed. Before anything starts it also checks that the runs
+  folder can be written and that PREFECT_API_URL, when set, answers (one line and exit 2 if not).
 - Any dbt project runs unmodified: `--project-dir` (default: the current folder) and
   `--profiles-dir` (default: beside dbt_project.yml, then DBT_PROFILES_DIR, then ~/.dbt).
 """
@@ -25,6 +26,7 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dbtflow import cli_notify
+from dbtflow.api_check import check_api
 from dbtflow.artifacts import runs_root
 from dbtflow.cli_blocks import app as blocks_app
 from dbtflow.cli_cloud import app as cloud_app
@@ -100,6 +102,7 @@ def run(
         )
         build_request(project, **params)
         check_runs_root(runs_root())
+        check_api(_api_url())
     except UserError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -142,6 +145,12 @@ def run(
         sys.stderr.flush()
         os._exit(code)
     raise typer.Exit(code)
+
+
+def _api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
 
 
 def _final_record(run_folder: Path | None, final: Any) -> dict[str, Any]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from dbtflow.cli import app
+from tests.conftest import BIN, free_port
 
 runner = CliRunner()
 
@@ -124,3 +130,33 @@ def test_missing_project(tmp_path: Path):
 
 def test_there_are_at_least_25_distinct_cases():
     assert len({c[2] for c in CASES}) >= 25
+
+
+@pytest.fixture
+def not_prefect() -> Iterator[str]:
+    """A web server on loopback that is not Prefect: it answers every GET with 501."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["nothing-listening", "not-a-url", "not-prefect"])
+def test_an_unreachable_or_garbage_prefect_api_url_is_one_line_and_dbt_never_starts(
+    tenant: Path, tmp_path: Path, kind: str, not_prefect: str
+) -> None:
+    nothing = f"http://127.0.0.1:{free_port()}/api"
+    url = {"nothing-listening": nothing, "not-a-url": "garbage", "not-prefect": not_prefect}
+    env = {**os.environ, "PREFECT_API_URL": url[kind], "DBTFLOW_RUNS_DIR": str(tmp_path / "runs")}
+
+    done = subprocess.run(
+        [str(BIN / "dbtflow"), "run", "--project-dir", str(tenant), "--target", "local"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: PREFECT_API_URL {url[kind]!r} "), done.stderr
+    assert lines[0].endswith("dbt did not start")
+    assert ("is not a Prefect API" if kind == "not-prefect" else "cannot be reached") in lines[0]
+    assert not (tenant / "target").exists(), "dbt started"
