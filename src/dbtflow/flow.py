@@ -237,6 +237,8 @@ def _execute(request: RunRequest) -> State:
         logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
     for warning in {w for step in outcome.steps for w in step.outcome.reporting}:
         logger.warning("%s", warning)
+    if outcome.unmatched:
+        logger.warning("%s", outcome.unmatched_line())
     if problem:  # dbt's outcome still stands; what could not be kept is said once
         logger.error("%s; dbt's outcome: %s", problem, outcome.message)
     else:

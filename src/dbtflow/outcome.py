@@ -19,6 +19,9 @@ Pitfalls
   were running, the selected nodes that never started, the steps that never started.
   A non-fatal step (source freshness, docs generate added by the job settings) never fails
   the run; its problems are warnings.
+- A building step whose selection matched no node succeeds in dbt ("Nothing to do"); `unmatched`
+  names it and the success message ends with a warning, so a schedule with a typo in its
+  selection does not stay green unnoticed.
 - Pure: no Prefect, no dbt, no I/O.
 """
 
@@ -32,6 +35,7 @@ from dbtflow.artifacts import NodeResult, StepArtifacts
 from dbtflow.invoke import StepOutcome
 
 MAX_IN_MESSAGE = 5
+SELECTING = ("--select", "--exclude", "--selector")
 MAX_NAMES = 5
 
 
@@ -90,6 +94,22 @@ class RunOutcome:
         return [r for r in self.results if r.status == "warn"] + nonfatal
 
     @property
+    def unmatched(self) -> list[str]:
+        """Building steps with a selection that matched no node: green in dbt, most likely a typo."""
+        return [
+            str(s.outcome.step)
+            for s in self.steps
+            if s.outcome.step.builds
+            and s.outcome.success
+            and not s.artifacts.results
+            and any(flag in s.outcome.step.argv for flag in SELECTING)
+        ]
+
+    def unmatched_line(self) -> str:
+        steps = ", ".join(f"`{s}`" for s in self.unmatched)
+        return f"warning: the selection of {steps} matched no node; check it for a typo (`dbt ls` lists what matches)"
+
+    @property
     def skipped(self) -> list[NodeResult]:
         return [r for r in self.results if r.status == "skipped"]
 
@@ -142,7 +162,8 @@ class RunOutcome:
                     }
                 )
                 rerun = f" (attempt {self.attempt} reran {count} node(s))"
-            return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran") + rerun
+            unmatched = f"; {self.unmatched_line()}" if self.unmatched else ""
+            return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran") + rerun + unmatched
         reasons = [f"{r.resource_type} {r.name} {r.status}: {_short(r.message)}" for r in self.failures]
         for step in self.failed_steps:
             if not any(r.failed for r in step.artifacts.results) and step.outcome.interrupted is None:

@@ -67,3 +67,15 @@ def test_secret_looking_vars_are_masked_everywhere_dbtflow_writes_or_prints(
     assert "using token *****" in (run / "dbt.log").read_text()
     assert SECRET not in done.stdout and SECRET not in done.stderr
     assert "using token *****" in done.stdout
+
+
+def test_a_selection_that_matches_nothing_is_a_loud_warning_not_a_quiet_green(tmp_path: Path, runs_dir: Path) -> None:
+    project = make_project(tmp_path / "mini", {"a": "select 1 as id"})
+
+    state = dbt_flow(project, name="input_faults")(target="local", select="does_not_exist_model", return_state=True)
+
+    assert state.is_completed(), state.message  # as plain dbt: nothing failed
+    assert "matched no node" in state.message and "does_not_exist_model" in state.message, state.message
+    summary = (folder(runs_dir, state) / "summary.md").read_text()
+    assert "Completed with warnings" in summary
+    assert "`build --select does_not_exist_model --target local` matched no node" in summary, summary
