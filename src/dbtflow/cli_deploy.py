@@ -14,6 +14,7 @@ Contract
   --deployment-version previous` re-applies; if it cannot record, it does not deploy.
 - `dbtflow schedules apply [FILE]` makes a deployment's schedules exactly the declared ones
   (see `dbtflow.schedules`); `--dry-run` prints the diff and changes nothing. Idempotent.
+  Without `--project-dir` it says that the parameters were not validated against a dbt project.
 
 Pitfalls
 - Prefect is imported inside the commands: `dbtflow --help` and bad input stay fast.
@@ -73,6 +74,13 @@ def apply_schedules(
         out.print(f"schedules already match {file}", markup=False)
     elif dry_run:
         out.print(f"dry run: {len(changes)} change(s) not applied", markup=False)
+    if project_dir is None:
+        out.print(
+            "note: the schedules' parameters were not validated against a dbt project: pass --project-dir to check "
+            "them (targets, selectors, steps) before they run",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path | None) -> list[object]:

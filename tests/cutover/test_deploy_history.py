@@ -183,3 +183,18 @@ def test_deploy_without_the_work_pool_variable_stops_before_recording_anything(
     assert line.startswith("error: DBTFLOW_WORK_POOL is not set: ") and "export DBTFLOW_WORK_POOL=" in line, line
     assert "does not exist" not in result.output
     assert calls == [] and history_entries(site) == before, "nothing may be recorded or deployed"
+
+
+def test_schedules_apply_says_when_parameters_were_not_validated(site: Site, tmp_path: Path) -> None:
+    from tests.conftest import TENANT
+
+    path = write_prefect_yaml(site, tmp_path)
+    args = ["schedules", "apply", str(path), "--deployment", site.deployment, "--dry-run"]
+
+    unchecked = CliRunner().invoke(app, args)
+    checked = CliRunner().invoke(app, [*args, "--project-dir", str(TENANT)])
+
+    assert unchecked.exit_code == 0 and checked.exit_code == 0, unchecked.output + checked.output
+    note = "parameters were not validated against a dbt project: pass --project-dir to check them"
+    assert note in unchecked.output
+    assert note not in checked.output
