@@ -390,7 +390,11 @@ class RunStore:
     def write_json(self, name: str, data: Any) -> Path:
         path = self.folder / name
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+        try:
+            tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
+        except OSError:  # a full disk: no half-written file left behind
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(path)
         return path
 

@@ -5,7 +5,8 @@ Contract
   or dbt start (a bad request is one line on stderr and exit 2), then runs the generic flow
   in-process (Prefect's ephemeral API unless PREFECT_API_URL points at a server), shows a
   progress bar of nodes done/total while dbt runs, prints the summary and the artifacts
-  folder, and exits 1 when the run failed.
+  folder, and exits 1 when the run failed. Before anything starts it also checks that the runs
+  folder can be written and that PREFECT_API_URL, when set, answers (one line and exit 2 if not).
 - Any dbt project runs unmodified: `--project-dir` (default: the current folder) and
   `--profiles-dir` (default: beside dbt_project.yml, then DBT_PROFILES_DIR, then ~/.dbt).
 """
@@ -25,6 +26,8 @@ from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dbtflow import cli_notify
+from dbtflow.api_check import check_api
+from dbtflow.artifacts import runs_root
 from dbtflow.cli_blocks import app as blocks_app
 from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_cutover import OneLine, cutover, rollback
@@ -33,6 +36,7 @@ from dbtflow.cli_parity import parity
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
+from dbtflow.runs_dir import check_runs_root
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
 err = Console(stderr=True)
@@ -101,6 +105,8 @@ def run(
             install_deps=install_deps,
         )
         build_request(project, **params)
+        check_runs_root(runs_root())
+        check_api(_api_url())
     except UserError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -111,7 +117,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.client.schemas.objects import State
 
-    from dbtflow.flow import LATEST_RUN, dbt_flow, runs_root
+    from dbtflow.flow import LATEST_RUN, dbt_flow
     from dbtflow.invoke import event_listeners
 
     flow = dbt_flow(project.project_dir, name=f"dbtflow-{project.name}", profiles_dir=project.profiles_dir)
@@ -125,14 +131,16 @@ def run(
         finally:
             event_listeners.reset(token)
     run_folder = runs_root() / str(final.state_details.flow_run_id) if final else LATEST_RUN[0]
-    if run_folder is None or not (run_folder / "run.json").exists():
+    if run_folder is None and final is None:
+        err.print("error: dbt did not run: the flow stopped before it started dbt (see above)", markup=False)
         raise typer.Exit(1)
-    record = json.loads((run_folder / "run.json").read_text())
-    summary = run_folder / "summary.md"
-    if summary.exists():
+    record = _final_record(run_folder, final)
+    summary = run_folder / "summary.md" if run_folder else None
+    if summary is not None and summary.exists():
         out.print(Markdown(summary.read_text()))
     out.print(f"{record.get('status', 'failed')}: {record.get('message', '')}", markup=False, soft_wrap=True)
-    out.print(f"artifacts: {run_folder}", markup=False, highlight=False)
+    if run_folder is not None and run_folder.is_dir():
+        out.print(f"artifacts: {run_folder}", markup=False, highlight=False)
     code = 0 if record.get("status") == "completed" else 1
     if final is None:
         # The API is gone: Prefect's exit hooks would retry every unsent event and log line for
@@ -141,6 +149,23 @@ def run(
         sys.stderr.flush()
         os._exit(code)
     raise typer.Exit(code)
+
+
+def _api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def _final_record(run_folder: Path | None, final: Any) -> dict[str, Any]:
+    """run.json's final record; else (not written: a full disk, an invalid request) the flow's final state."""
+    try:
+        record = json.loads((run_folder / "run.json").read_text()) if run_folder else {}
+    except (OSError, ValueError):
+        record = {}
+    if record.get("status") or final is None:
+        return dict(record)
+    return {"status": "completed" if final.is_completed() else "failed", "message": final.message or final.name}
 
 
 class _NodeProgress:

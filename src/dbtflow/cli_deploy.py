@@ -8,11 +8,15 @@ Contract
   `--print-cloud-commands` prints the Prefect Cloud quickstart instead and changes nothing; it
   first checks the entry file and every `--parameter` as prefect-cloud and the flow would
   (`dbtflow.cloud_quickstart`): a bad one is one line, exit 2, nothing printed on stdout.
+- Before anything, `dbtflow deploy` checks that prefect.yaml declares the `--name` deployment and
+  that every `{{ $VAR }}` it uses (DBTFLOW_WORK_POOL, ...) is set: else one line, exit 2, nothing
+  recorded or deployed (Prefect's own message would be a work pool named `{{ $DBTFLOW_WORK_POOL }}`).
 - Before deploying, `dbtflow deploy` records the deployment's current configuration (if it
   exists) in its deploy history (`dbtflow.deploy_history`), which `dbtflow rollback
   --deployment-version previous` re-applies; if it cannot record, it does not deploy.
 - `dbtflow schedules apply [FILE]` makes a deployment's schedules exactly the declared ones
   (see `dbtflow.schedules`); `--dry-run` prints the diff and changes nothing. Idempotent.
+  Without `--project-dir` it says that the parameters were not validated against a dbt project.
 
 Pitfalls
 - Prefect is imported inside the commands: `dbtflow --help` and bad input stay fast.
@@ -64,6 +68,13 @@ def apply_schedules(
         out.print(f"schedules already match {file}", markup=False)
     elif dry_run:
         out.print(f"dry run: {len(changes)} change(s) not applied", markup=False)
+    if project_dir is None:
+        out.print(
+            "note: the schedules' parameters were not validated against a dbt project: pass --project-dir to check "
+            "them (targets, selectors, steps) before they run",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path | None) -> list[object]:
@@ -117,6 +128,7 @@ def deploy(
     if not prefect_file.is_file():
         raise _fail(UserError(f"{prefect_file} not found: run from the repository root or pass --prefect-file"))
     try:
+        _check_deployable(prefect_file, name)  # before anything is recorded or deployed
         _record_history(prefect_file, name)
         was_active = _active_flags(prefect_file, name)
     except UserError as exc:
@@ -128,6 +140,38 @@ def deploy(
         raise typer.Exit(1)
     apply_schedules(prefect_file, deployment=None, dry_run=False, project_dir=None)
     _keep_active_flags(prefect_file, name, was_active)
+
+
+_TEMPLATE_VAR = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")
+
+
+def _check_deployable(prefect_file: Path, name: str) -> None:
+    """The deployment `name` is in the file, and every `{{ $VAR }}` it uses is set in the environment."""
+    import os
+
+    import yaml
+
+    try:
+        doc = yaml.safe_load(prefect_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"cannot read {prefect_file}: {exc}".splitlines()[0]) from None
+    declared = [d for d in (doc.get("deployments") or []) if isinstance(d, dict)] if isinstance(doc, dict) else []
+    chosen = [d for d in declared if d.get("name") == name]
+    if not chosen:
+        names = ", ".join(str(d.get("name")) for d in declared) or "none"
+        raise UserError(
+            f"{prefect_file} declares no deployment {name!r} (it declares: {names}); pass --name with one of them"
+        )
+    shared = {k: v for k, v in doc.items() if k != "deployments"}  # build/push/pull sections apply to every deployment
+    used = dict.fromkeys(_TEMPLATE_VAR.findall(yaml.safe_dump([shared, chosen[0]])))
+    missing = [var for var in used if not os.environ.get(var)]
+    if missing:
+        exports = " ".join(f"{var}=<value>" for var in missing)
+        templates = ", ".join("{{ $" + var + " }}" for var in missing)
+        raise UserError(
+            f"{', '.join(missing)} is not set: {prefect_file}'s deployment {name!r} uses {templates}; "
+            f"export {exports} (see the file's header) and deploy again"
+        )
 
 
 def _active_flags(prefect_file: Path, name: str) -> dict[str, bool]:

@@ -26,11 +26,16 @@ Pitfalls
 - dbt Cloud days of week are cron days (0 = Sunday; 7 is accepted as Sunday too).
 - `*/N` hours restart at midnight when 24 is not a multiple of N, in dbt Cloud and in cron alike.
 - Imported schedules are written inactive; a file that already holds active schedules (after a
-  cutover) is not overwritten unless forced.
+  cutover), or that does not parse (a hand edit with a typo), is not overwritten unless forced.
+  `--output` to a folder or an unwritable place is one line; no `.partial` file is left.
+- Malformed API data (a `data` that is not a list of objects, an id that is not a number, a job
+  without a name) is `DbtCloudMalformed` from `dbtflow.dbtcloud`, one line, exit 1; `null` for a
+  job's `execute_steps`, `settings`, `execution` or `triggers` reads as empty.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -445,19 +450,38 @@ def render(result: ImportResult, *, deployment: str, host: str, account_id: int,
 
 
 def write_schedules(text: str, output: Path, force: bool = False) -> None:
-    """Write the file atomically; refuse to replace one that has active schedules unless `force`."""
+    """Write the file atomically; refuse to replace one that has active schedules, or that does not parse,
+    unless `force` (a hand-edited file with one typo is not lost)."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder: pass a file path such as {output / 'schedules.yaml'}")
     if output.exists() and not force:
-        try:
-            existing = yaml.safe_load(output.read_text()) or {}
-        except yaml.YAMLError:
-            existing = {}
-        active = [s.get("slug") for s in (existing.get("schedules") or []) if isinstance(s, dict) and s.get("active")]
-        if active:
-            raise UserError(
-                f"{output} has active schedules ({', '.join(map(str, active))}), so a cutover used it: "
-                "write elsewhere with --output, or pass --force to replace it"
-            )
-    output.parent.mkdir(parents=True, exist_ok=True)
+        _check_replaceable(output)
     partial = output.with_name(output.name + ".partial")
-    partial.write_text(text)
-    partial.replace(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(text)
+        partial.replace(output)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {output} ({exc.strerror or exc}): pass --output a path you can write, or - for stdout"
+        ) from None
+
+
+def _check_replaceable(output: Path) -> None:
+    try:
+        existing = yaml.safe_load(output.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(
+            f"{output} exists but is not valid YAML ({problem}): fix it, write elsewhere with --output, "
+            "or pass --force to replace it"
+        ) from None
+    schedules = existing.get("schedules") if isinstance(existing, dict) else None
+    active = [s.get("slug") for s in (schedules or []) if isinstance(s, dict) and s.get("active")]
+    if active:
+        raise UserError(
+            f"{output} has active schedules ({', '.join(map(str, active))}), so a cutover used it: "
+            "write elsewhere with --output, or pass --force to replace it"
+        )

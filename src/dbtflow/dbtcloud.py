@@ -47,7 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dbtflow.errors import UserError
 
@@ -71,6 +71,10 @@ class DbtCloudError(UserError):
 
 class DbtCloudUnavailable(RuntimeError):
     """dbt Cloud kept failing (429/5xx/timeouts) past the retry bound; one line."""
+
+
+class DbtCloudMalformed(DbtCloudUnavailable):
+    """dbt Cloud answered with data of a shape dbtflow cannot read (a wrong host, an API change); one line."""
 
 
 class JobChanged(DbtCloudError):
@@ -211,6 +215,14 @@ class Job(_Model):
     triggers_on_draft_pr: bool | None = False
     cost_optimization_features: list[str] | None = None
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @field_validator("execute_steps", "settings", "execution", "triggers", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """The API may send `null` for an empty list or object (e.g. `execute_steps: null`)."""
+        if value is None:
+            return [] if info.field_name == "execute_steps" else {}
+        return value
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Job:
@@ -462,6 +474,8 @@ class DbtCloudClient:
             limit = PAGE_SIZE if max_items is None else min(PAGE_SIZE, max_items - len(seen))
             body = self._json("GET", self._path(tail), what, params={**query, "limit": limit, "offset": offset})
             page = body["data"] or []
+            if not isinstance(page, list) or not all(isinstance(item, dict) for item in page):
+                raise self._malformed(what, "`data` is not a list of objects")
             total = int(((body.get("extra") or {}).get("pagination") or {}).get("total_count", 0))
             for item in page:
                 key = item.get("id") if isinstance(item, dict) else None
@@ -477,16 +491,36 @@ class DbtCloudClient:
 
     # -- API ---------------------------------------------------------------------------------
 
+    def _malformed(self, what: str, problem: str) -> DbtCloudMalformed:
+        return DbtCloudMalformed(
+            f"dbt Cloud at {self.base_url} answered {what} with data dbtflow cannot read ({problem}): "
+            "check --base-url is dbt Cloud's API; if it is, report this object to dbt Cloud support"
+        )
+
+    def _parse(self, what: str, parse: Callable[[Any], Any], item: Any) -> Any:
+        """One API object into its model, or DbtCloudMalformed naming the object and the field."""
+        try:
+            return parse(item)
+        except (ValidationError, TypeError) as exc:
+            name = f"object id {item.get('id')!r}: " if isinstance(item, dict) else ""
+            if isinstance(exc, ValidationError):
+                error = exc.errors()[0]
+                detail = f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            else:
+                detail = f"not an object: {item!r}"[:120]
+            raise self._malformed(what, name + detail) from None
+
     def get_account(self) -> dict[str, Any]:
         data: dict[str, Any] = self._json("GET", self._path(""), "read the account")["data"]
         return data
 
     def list_projects(self) -> list[Project]:
-        return [Project.model_validate(p) for p in self._paginate("projects/", "list projects", {}, None)]
+        items = self._paginate("projects/", "list projects", {}, None)
+        return [self._parse("list projects", Project.model_validate, p) for p in items]
 
     def list_environments(self, project_id: int | None = None) -> list[Environment]:
         items = self._paginate("environments/", "list environments", {"project_id": project_id}, None)
-        return [Environment.model_validate(e) for e in items]
+        return [self._parse("list environments", Environment.model_validate, e) for e in items]
 
     def list_jobs(
         self,
@@ -499,14 +533,15 @@ class DbtCloudClient:
         params = {"project_id": project_id, "environment_id": environment_id, "order_by": "id"}
         if scheduled is not None:
             params["triggers_schedule"] = str(scheduled).lower()
-        return [Job.from_api(j) for j in self._paginate("jobs/", "list jobs", params, max_items)]
+        items = self._paginate("jobs/", "list jobs", params, max_items)
+        return [self._parse("list jobs", Job.from_api, j) for j in items]
 
     def get_job_raw(self, job_id: int) -> dict[str, Any]:
         data: dict[str, Any] = self._json("GET", self._path(f"jobs/{int(job_id)}/"), f"read job {job_id}")["data"]
         return data
 
     def get_job(self, job_id: int) -> Job:
-        return Job.from_api(self.get_job_raw(job_id))
+        return self._parse(f"read job {job_id}", Job.from_api, self.get_job_raw(job_id))  # type: ignore[no-any-return]
 
     def update_job(
         self,

@@ -41,6 +41,13 @@ Pitfalls
   state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
   whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
   with retries left lowers the run's `retries` to the attempts made, so Prefect accepts it.
+- The runs folder is checked writable before the slot is taken (`dbtflow.runs_dir`). A disk
+  that fills during the run does not lose dbt's outcome: a step's artifacts that cannot be
+  copied are read where dbt wrote them (its half-copied folder removed), run.json and summary.md
+  are written whole or not at all, dbt.log's write errors are not printed per line, and the run
+  ends with dbt's own state, its message saying once what could not be saved.
+- Vars whose names look secret (`api_token`, `db_password`) are masked in run.json, summary.md,
+  dbt.log and the console (see `dbtflow.masking`); dbt still gets them.
 - The target's slot and its lease: see `dbtflow.slot`. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
 - dbt runs on a daemon thread so the flow can stop it at `timeout_seconds`: `invoke.Stopper`
@@ -70,16 +77,18 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from dbtflow.artifacts import ARTIFACT_FILES, RunStore
+from dbtflow.artifacts import ARTIFACT_FILES, RunStore, StepArtifacts, read_step
 from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
 from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt, with_deps
 from dbtflow.errors import UserError
 from dbtflow.invoke import StepOutcome, StepPaths, run_step
+from dbtflow.masking import masked_argv, masked_parameters, secret_env
 from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.packages import install_reason, vars_of
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
+from dbtflow.runs_dir import check_runs_root, quiet_logging_errors, storage_problem
 from dbtflow.slot import slot_name, target_slot
 from dbtflow.stopper import Stopper
 from dbtflow.summary import publish, summary_markdown
@@ -172,6 +181,12 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         logger.error("invalid request: %s", exc)
         _final()
         return Failed(message=f"invalid request: {exc}")
+    try:
+        check_runs_root(runs_root())
+    except UserError as exc:  # no record could be kept: dbt must not start
+        logger.error("%s", exc)
+        _final()
+        return Failed(message=str(exc))
 
     name = slot_name(request)
     cancel = request.on_overlap == "cancel"
@@ -205,7 +220,20 @@ def _execute(request: RunRequest) -> State:
     try:
         attempt = _with_deps_if_needed(request, attempt)
         store.write_json("run.json", _run_record(request, attempt, None))
-        with resolved_profiles(request.project, request.target) as profiles:
+    except UserError as exc:  # the installed packages cannot be read: dbt has not started
+        logger.error("%s", exc)
+        store.write_json("run.json", {**_run_record(request, attempt, None), "status": "failed", "message": str(exc)})
+        _final()
+        return Failed(message=str(exc))
+    except OSError as exc:  # the disk filled since the check: dbt has not started
+        logger.error("%s (dbt did not start)", storage_problem(store.folder, exc))
+        return Failed(message=f"{storage_problem(store.folder, exc)} (dbt did not start)")
+    try:
+        with (
+            resolved_profiles(request.project, request.target) as profiles,
+            secret_env([s.argv for s in request.steps]),  # dbt scrubs secret vars from dbt.log
+            quiet_logging_errors(),  # a full disk: said once below, not per dbt.log line
+        ):
             _run_with_timeout(
                 request,
                 attempt,
@@ -219,8 +247,7 @@ def _execute(request: RunRequest) -> State:
         _final()
         return Failed(message=str(exc))
 
-    store.write_json("run.json", _run_record(request, attempt, outcome))
-    (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
+    problem = _save_record(request, attempt, outcome, store)
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
         publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
         if not outcome.failed and outcome.warnings:
@@ -229,13 +256,33 @@ def _execute(request: RunRequest) -> State:
         logger.error("%s %s %s: %s", failure.resource_type, failure.name, failure.status, failure.message)
     for warning in {w for step in outcome.steps for w in step.outcome.reporting}:
         logger.warning("%s", warning)
-    logger.info("%s; artifacts in %s", outcome.message, store.folder)
+    if outcome.unmatched:
+        logger.warning("%s", outcome.unmatched_line())
+    if problem:  # dbt's outcome still stands; what could not be kept is said once
+        logger.error("%s; dbt's outcome: %s", problem, outcome.message)
+    else:
+        logger.info("%s; artifacts in %s", outcome.message, store.folder)
+    message = f"{outcome.message}; {problem}" if problem else outcome.message
     if outcome.timed_out:
         _final()
-        return Failed(name="TimedOut", message=f"{outcome.message} (timeout_seconds={request.timeout_seconds})")
+        return Failed(name="TimedOut", message=f"{message} (timeout_seconds={request.timeout_seconds})")
     if outcome.failed and _retries_left():
-        raise RetryFromFailure(f"{outcome.message} [attempt {attempt.number}; retrying from the failure]")
-    return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
+        raise RetryFromFailure(f"{message} [attempt {attempt.number}; retrying from the failure]")
+    return Failed(message=message) if outcome.failed else Completed(message=message)
+
+
+def _save_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome, store: RunStore) -> str | None:
+    """run.json and summary.md, each whole or not at all; the one-line problem when the disk is full."""
+    summary = store.folder / "summary.md"
+    tmp = summary.with_suffix(".md.tmp")
+    try:
+        store.write_json("run.json", _run_record(request, attempt, outcome))
+        tmp.write_text(summary_markdown(outcome, store.folder))
+        tmp.replace(summary)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        return outcome.storage_problem or storage_problem(store.folder, exc)
+    return outcome.storage_problem
 
 
 def _with_deps_if_needed(request: RunRequest, attempt: Attempt) -> Attempt:
@@ -325,11 +372,21 @@ def _run_steps(
             result = StepOutcome(step, success=False, error=f"{type(exc).__name__}: {exc}")
         if previous is not None and _results_signature(paths.target_path) == previous:
             _clear(paths.target_path)  # dbt retry stopped before writing results: never credit it with the old ones
-        artifacts = store.keep_step(index, step.command, paths.target_path)
+        artifacts = _keep_step(store, index, step.command, paths.target_path, outcome)
         seconds = round(time.monotonic() - started, 2)
         outcome.steps.append(StepReport(index, result, artifacts, attempt.number, planned.reason, seconds))
         if planned.automatic and not result.success:
             break  # the packages did not install: no later step, not even a non-fatal one, can parse the project
+
+
+def _keep_step(store: RunStore, index: int, command: str, target_path: Path, outcome: RunOutcome) -> StepArtifacts:
+    """The step's artifacts copied into the run's folder; on a full disk, read where dbt wrote them."""
+    try:
+        return store.keep_step(index, command, target_path)
+    except OSError as exc:
+        shutil.rmtree(store.step_folder(index, command), ignore_errors=True)  # no half-copied step folder
+        outcome.storage_problem = outcome.storage_problem or storage_problem(store.folder, exc)
+        return read_step(target_path)
 
 
 def _clear(target_path: Path, keep_results: bool = False) -> tuple[int, int] | None:
@@ -356,7 +413,7 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
         "project_dir": str(request.project.project_dir),
         "target": request.target,
         "engine": request.engine,
-        "parameters": request.parameters,
+        "parameters": masked_parameters(request.parameters),
         "attempt": attempt.number,
         "steps": [*attempt.earlier, *(_planned_entry(p, attempt.number) for p in attempt.steps)],
     }
@@ -384,7 +441,7 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
 def _planned_entry(planned: PlannedStep, attempt: int) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "command": planned.step.command,
-        "argv": planned.step.argv,
+        "argv": masked_argv(planned.step.argv),
         "fatal": planned.step.fatal,
         "attempt": attempt,
         "step": None if planned.automatic else planned.index,

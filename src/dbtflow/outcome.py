@@ -10,6 +10,8 @@ Contract
   `failures` and `skipped` are this attempt's, and `latest_results` / `counts` are the run's
   (each node's latest result over every attempt), so a retry that fixes the failures reads as
   a success that says how many nodes it reran. `built_by_attempt` says which attempt built which node.
+- `counts` and the success message count each node once, over every step: a `seed` then a
+  `build` step ran each seed twice, but the run has one result per seed (the later one).
 
 Pitfalls
 - A step can fail with no node failed (parse error, connection error): its error text is then
@@ -17,6 +19,9 @@ Pitfalls
   were running, the selected nodes that never started, the steps that never started.
   A non-fatal step (source freshness, docs generate added by the job settings) never fails
   the run; its problems are warnings.
+- A building step whose selection matched no node succeeds in dbt ("Nothing to do"); `unmatched`
+  names it and the success message ends with a warning, so a schedule with a typo in its
+  selection does not stay green unnoticed.
 - Pure: no Prefect, no dbt, no I/O.
 """
 
@@ -30,6 +35,7 @@ from dbtflow.artifacts import NodeResult, StepArtifacts
 from dbtflow.invoke import StepOutcome
 
 MAX_IN_MESSAGE = 5
+SELECTING = ("--select", "--exclude", "--selector")
 MAX_NAMES = 5
 
 
@@ -66,6 +72,7 @@ class RunOutcome:
     stop_seconds: float | None = None  # how long dbt took to stop after a timeout
     attempt: int = 1  # the flow run's attempt (Prefect's run_count)
     earlier: list[StepReport] = field(default_factory=list)  # steps earlier attempts ran
+    storage_problem: str | None = None  # the run's folder could not take its artifacts (a full disk)
 
     @property
     def results(self) -> list[NodeResult]:
@@ -89,16 +96,36 @@ class RunOutcome:
         return [r for r in self.results if r.status == "warn"] + nonfatal
 
     @property
+    def unmatched(self) -> list[str]:
+        """Building steps with a selection that matched no node: green in dbt, most likely a typo."""
+        return [
+            str(s.outcome.step)
+            for s in self.steps
+            if s.outcome.step.builds
+            and s.outcome.success
+            and not s.artifacts.results
+            and any(flag in s.outcome.step.argv for flag in SELECTING)
+        ]
+
+    def unmatched_line(self) -> str:
+        steps = ", ".join(f"`{s}`" for s in self.unmatched)
+        return f"warning: the selection of {steps} matched no node; check it for a typo (`dbt ls` lists what matches)"
+
+    @property
     def skipped(self) -> list[NodeResult]:
         return [r for r in self.results if r.status == "skipped"]
 
     def latest_results(self) -> list[NodeResult]:
-        """Every node's latest result over every attempt (this attempt's steps alone on attempt 1)."""
-        if not self.earlier:
-            return self.results
+        """Every node's latest result over every step and attempt, each node once.
+
+        A node two steps ran (`seed` then `build`) counts once, with the later result; a step that
+        builds nothing (`compile`, `docs generate`: every node `success`) never hides a building one's.
+        """
         latest: dict[str, NodeResult] = {}
         for step in [*self.earlier, *self.steps]:
             for result in step.artifacts.results:
+                if result.unique_id in latest and not step.outcome.step.builds:
+                    continue
                 latest.pop(result.unique_id, None)
                 latest[result.unique_id] = result
         return list(latest.values())
@@ -137,7 +164,8 @@ class RunOutcome:
                     }
                 )
                 rerun = f" (attempt {self.attempt} reran {count} node(s))"
-            return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran") + rerun
+            unmatched = f"; {self.unmatched_line()}" if self.unmatched else ""
+            return f"dbt on {self.target}: " + (", ".join(parts) or "no nodes ran") + rerun + unmatched
         reasons = [f"{r.resource_type} {r.name} {r.status}: {_short(r.message)}" for r in self.failures]
         for step in self.failed_steps:
             if not any(r.failed for r in step.artifacts.results) and step.outcome.interrupted is None:

@@ -49,6 +49,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed, Running
 from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
 
+from dbtflow.masking import scrub
 from dbtflow.outcome import failed_ancestors
 
 NODE_EVENTS = frozenset({"NodeStart", "NodeFinished"})
@@ -223,7 +224,7 @@ class NodeReporter:
             return
         finished = _timestamp(node_info.node_finished_at)
         status = str(run_result.status or node_info.node_status)
-        message = ANSI.sub("", run_result.message or "") or None
+        message = scrub(ANSI.sub("", run_result.message or "")) or None
         if status in ("error", "fail", "runtime error"):
             self._failed.add(unique_id)
             state: State = Failed(timestamp=finished, message=message or f"dbt {status}")
@@ -306,7 +307,7 @@ class NodeReporter:
 
     def _log(self, event: Any, unique_id: str | None) -> None:
         task_run = self.task_runs.get(unique_id) if unique_id else None
-        message = ANSI.sub("", event.info.msg)
+        message = scrub(ANSI.sub("", event.info.msg))  # dbt masks DBT_ENV_SECRET_* in its file, not in events
         level = LOG_LEVELS[event.info.level]
         ts = event.info.ts.ToDatetime(tzinfo=UTC) if event.info.HasField("ts") else datetime.now(UTC)
         self._outbox["logs"].append(

@@ -18,7 +18,11 @@ Contract
 Pitfalls
 - Selection values are matched token by token against dbt's selector grammar; anything that
   starts with `-` or holds shell text (`;`, `|`, backticks, `$`, newlines, quotes) is refused,
-  so a value can never become another flag.
+  so a value can never become another flag. Names and values may be any Unicode letters or
+  digits (dbt's grammar takes them), not ASCII only.
+- `vars` and `--args` are bounded (MAX_VARS_CHARS of text and of values, MAX_VARS_VALUES keys
+  and values) with YAML aliases expanded: 300 bytes of nested aliases expand to millions of
+  values, which json.dumps would spend minutes and hundreds of MB on. A cycle hits the bound too.
 - Options inside a step string are checked against an allowlist per subcommand; paths that
   dbtflow owns (`--target-path`, `--profiles-dir`, `--project-dir`, `--log-path`) and
   `--target` (a run has exactly one target) are refused there.
@@ -38,6 +42,7 @@ from typing import Any
 import yaml
 
 from dbtflow.errors import UserError
+from dbtflow.masking import masked_argv
 from dbtflow.packages import read_spec
 from dbtflow.project import Project
 
@@ -50,6 +55,8 @@ MAX_THREADS = 64
 ENGINES = ("fast", "prefect-dbt")
 OVERLAP = ("wait", "cancel")  # what a run does when another run of its target holds the slot
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+MAX_VARS_CHARS = 100_000  # vars/args text, and the characters of their values once aliases are expanded
+MAX_VARS_VALUES = 10_000  # keys and values, aliases expanded: an alias bomb stops here, not in json.dumps
 
 # Option kinds: how the value(s) after an option are checked.
 FLAG, SELECTION, NAME, INT, MAPPING, PATH, CHOICE, TEXT = (
@@ -205,7 +212,7 @@ SELECTOR_METHODS = [
     "resource_type",
     "wildcard",
 ]
-_VALUE = r"[A-Za-z0-9_*?\[\]./\-]+"
+_VALUE = r"[\w*?\[\]./\-]+"  # \w is Unicode: dbt selects `stg_ünïcødé_名前` by name, so must we
 _METHOD = r"(?:[a-z_]+(?:\.[A-Za-z0-9_]+)*:)"
 _ATOM = rf"(?:@|\d*\+)?{_METHOD}?{_VALUE}(?:\+\d*)?"
 SELECTOR_TOKEN = re.compile(rf"^{_ATOM}(?:,{_ATOM})*$")
@@ -226,7 +233,7 @@ class Step:
         return self.command in BUILDING
 
     def __str__(self) -> str:
-        return shlex.join(self.argv)
+        return shlex.join(masked_argv(self.argv))  # secret-looking vars as ***** (see dbtflow.masking)
 
 
 @dataclass(frozen=True)
@@ -502,6 +509,11 @@ def _timeout(value: Any) -> int | None:
 
 def _mapping(where: str, value: Mapping[str, Any] | str) -> str:
     """A mapping, or a JSON/YAML text of one, as the JSON text dbt's --vars/--args expect."""
+    if isinstance(value, str) and len(value) > MAX_VARS_CHARS:
+        raise InvalidRequest(
+            f"{where} is {len(value)} characters long; the limit is {MAX_VARS_CHARS}: "
+            "put large data in a seed or a table, not in vars"
+        )
     if isinstance(value, str):
         try:
             value = yaml.safe_load(value) if value.strip() else {}
@@ -514,7 +526,32 @@ def _mapping(where: str, value: Mapping[str, Any] | str) -> str:
         raise InvalidRequest(f'{where} must be a mapping such as {{"key": "value"}}, not a {type(value).__name__}')
     if not all(isinstance(k, str) for k in value):
         raise InvalidRequest(f"{where} keys must be strings")
+    _bounded(where, value)
     return json.dumps(dict(value), default=str, sort_keys=True)
+
+
+def _bounded(where: str, value: Any) -> None:
+    """Walk the values as json.dumps would, YAML aliases expanded, and stop past the limits (an alias bomb)."""
+    count, chars, stack = 0, 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > MAX_VARS_VALUES:
+            raise InvalidRequest(
+                f"{where} holds more than {MAX_VARS_VALUES} values once YAML aliases are expanded; "
+                "pass a smaller mapping (put large data in a seed or a table)"
+            )
+        if isinstance(item, Mapping):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list | tuple):
+            stack += item
+        else:
+            chars += len(str(item))
+    if chars > MAX_VARS_CHARS:
+        raise InvalidRequest(
+            f"{where} holds {chars} characters of values; the limit is {MAX_VARS_CHARS}: "
+            "put large data in a seed or a table, not in vars"
+        )
 
 
 def _state_path(where: str, value: str) -> str:

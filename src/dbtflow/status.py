@@ -23,6 +23,7 @@ Pitfalls
   falling back to Prefect's total run time.
 - Parity is read from the markdown artifacts `dbtflow parity` publishes (key `parity-<project>`,
   description = verdict) on a flow run of the target; a verdict starting with "parity holds" passes.
+- `--since` is bounded at 10 years: a longer window (`99999999w`) would overflow the date arithmetic.
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ class Status:
     criteria_source: str | None = None
 
 
+MAX_SINCE = timedelta(days=3653)  # 10 years
+
+
 def parse_since(text: str) -> timedelta:
     """`7d`, `24h`, `90m`, `2w`, `1d12h` -> a timedelta; UserError otherwise."""
     cleaned = text.strip().lower()
@@ -131,8 +135,13 @@ def parse_since(text: str) -> timedelta:
     if not parts or _DURATION.sub("", cleaned).strip():
         raise UserError(f"--since {text!r} is not a duration: use e.g. 7d, 24h, 90m or 2w")
     delta = timedelta(**{_UNITS[unit]: 0 for unit in _UNITS})
-    for amount, unit in parts:
-        delta += timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        for amount, unit in parts:
+            delta += timedelta(**{_UNITS[unit]: int(amount)})
+    except OverflowError:
+        delta = MAX_SINCE + MAX_SINCE
+    if delta > MAX_SINCE:  # `now - delta` would overflow, and no deployment is that old
+        raise UserError(f"--since {text!r} is longer than 10 years; use e.g. 52w")
     if delta <= timedelta(0):
         raise UserError(f"--since {text!r} must be longer than zero")
     return delta

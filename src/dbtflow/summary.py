@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
-    status = "❌ Failed" if outcome.failed else ("⚠️ Completed with warnings" if outcome.warnings else "✅ Completed")
+    warned = outcome.warnings or outcome.unmatched
+    status = "❌ Failed" if outcome.failed else ("⚠️ Completed with warnings" if warned else "✅ Completed")
     lines = [f"# dbt on `{outcome.target}`: {status}", "", outcome.message, "", "## Steps", ""]
     lines += ["| # | command | result | nodes | seconds | parse |", "|---|---|---|---|---|---|"]
     for s in outcome.steps:
@@ -51,9 +52,10 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
                 if r.status == "skipped":
                     causes = ", ".join(f"`{c}`" for c in step.skipped_because(r)) or "an upstream failure"
                     lines.append(f"- {r.resource_type} `{r.name}`: skipped because of {causes}")
-    if outcome.warnings:
+    if warned:
         lines += ["", "## Warnings", ""]
         lines += [f"- {r.resource_type} `{r.name}` {r.status}: {_one_line(r.message)}" for r in outcome.warnings]
+        lines += [f"- step `{s}` matched no node: check its selection for a typo" for s in outcome.unmatched]
     reporting = [w for s in outcome.steps for w in s.outcome.reporting]
     if reporting:
         lines += ["", "## Reporting to Prefect", ""] + [f"- {w}" for w in reporting]

@@ -137,3 +137,64 @@ def test_deploy_refuses_when_it_cannot_record_the_current_configuration(
 def test_unknown_version_and_empty_history_are_one_line(site: Site) -> None:
     result = site.run("rollback", "--deployment", site.deployment, "--deployment-version", "previous")
     assert result.exit_code == 2 and "no deploy history for" in result.stderr
+
+
+def history_entries(site: Site) -> list[dict[str, Any]]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return list(deploy_history.load(client, site.deployment)["entries"])
+
+
+def test_deploy_with_an_unknown_name_names_the_deployments_and_the_right_option(
+    site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    calls = fake_prefect_deploy(site, monkeypatch)
+    before = history_entries(site)
+
+    result = CliRunner().invoke(
+        app, ["deploy", "--prefect-file", str(write_prefect_yaml(site, tmp_path)), "--name", "nosuch"]
+    )
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'prefect.yaml'} declares no deployment 'nosuch' (it declares: {site.short}); "
+        "pass --name with one of them"
+    ]
+    assert "--deployment" not in result.output
+    assert calls == [] and history_entries(site) == before
+
+
+def test_deploy_without_the_work_pool_variable_stops_before_recording_anything(
+    site: Site, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_prefect_yaml(site, tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    doc["deployments"][0]["work_pool"] = {"name": "{{ $DBTFLOW_WORK_POOL }}"}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.delenv("DBTFLOW_WORK_POOL", raising=False)
+    calls = fake_prefect_deploy(site, monkeypatch)
+    before = history_entries(site)
+
+    result = CliRunner().invoke(app, ["deploy", "--prefect-file", str(path), "--name", site.short])
+
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: DBTFLOW_WORK_POOL is not set: ") and "export DBTFLOW_WORK_POOL=" in line, line
+    assert "does not exist" not in result.output
+    assert calls == [] and history_entries(site) == before, "nothing may be recorded or deployed"
+
+
+def test_schedules_apply_says_when_parameters_were_not_validated(site: Site, tmp_path: Path) -> None:
+    from tests.conftest import TENANT
+
+    path = write_prefect_yaml(site, tmp_path)
+    args = ["schedules", "apply", str(path), "--deployment", site.deployment, "--dry-run"]
+
+    unchecked = CliRunner().invoke(app, args)
+    checked = CliRunner().invoke(app, [*args, "--project-dir", str(TENANT)])
+
+    assert unchecked.exit_code == 0 and checked.exit_code == 0, unchecked.output + checked.output
+    note = "parameters were not validated against a dbt project: pass --project-dir to check them"
+    assert note in unchecked.output
+    assert note not in checked.output

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -325,3 +328,103 @@ def test_dbt_cloud_down_is_one_line_and_exit_1(dbt_cloud: FakeDbtCloud, monkeypa
     assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
     assert "failed 5 times" in result.stderr and "503" in result.stderr
     assert len(sleeps) == 4 and sum(sleeps) < 1.1 * (1 + 2 + 4 + 8)
+
+
+def _break_job(fake: FakeDbtCloud, how: str) -> None:
+    job = fake.jobs[1001]
+    if how == "execute_steps-null":
+        job["execute_steps"] = None
+    elif how == "no-name":
+        del job["name"]
+
+
+@pytest.mark.parametrize("how", ["execute_steps-null", "no-name"])
+def test_malformed_api_objects_are_one_line_never_a_traceback(dbt_cloud: FakeDbtCloud, how: str) -> None:
+    _break_job(dbt_cloud, how)
+
+    result = invoke(dbt_cloud, "--account", "1", "--project", "10", "-o", "-")
+
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    if how == "execute_steps-null":  # null is read as "no steps": the job is reported, not imported
+        assert result.exit_code == 0, result.output
+        assert "job 1001 " in result.stderr and 1001 not in {
+            s["dbt_cloud_job_id"] for s in yaml.safe_load(result.stdout)["schedules"]
+        }
+        return
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: dbt Cloud at "), result.stderr
+    assert "dbtflow cannot read" in result.stderr and result.stdout == ""
+
+
+class _Canned(http.server.BaseHTTPRequestHandler):
+    """A dbt Cloud look-alike whose `jobs/` and `environments/` answers are what the test put there."""
+
+    jobs_data: Any = None
+    environments_data: Any = ()
+
+    def do_GET(self) -> None:
+        data = self.jobs_data if "/jobs/" in self.path else list(self.environments_data)
+        body = json.dumps({"status": {"code": 200}, "data": data, "extra": {"pagination": {"total_count": 1}}})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+JOB = {"id": 1001, "account_id": 1, "project_id": 10, "environment_id": 100, "name": "Daily"}
+
+
+@pytest.mark.parametrize(
+    ("jobs", "environments", "expected"),
+    [
+        ({"id": 1, "name": "an object, not a list"}, [], "`data` is not a list of objects"),
+        (["a string, not a job"], [], "`data` is not a list of objects"),
+        ([{**JOB, "id": "abc"}], [], "object id 'abc': id: Input should be a valid integer"),
+        ([JOB], [{"id": "x", "project_id": 10, "name": "Production"}], "object id 'x': id: Input should be"),
+    ],
+)
+def test_api_data_of_the_wrong_shape_is_one_line(jobs: Any, environments: Any, expected: str) -> None:
+    handler = type("Canned", (_Canned,), {"jobs_data": jobs, "environments_data": environments})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = runner.invoke(
+            cli.app,
+            ["cloud", "import-jobs", "--base-url", f"http://127.0.0.1:{server.server_address[1]}", "--account", "1"],
+            env={"DBT_CLOUD_API_TOKEN": ADMIN_TOKEN},
+        )
+    finally:
+        server.shutdown()
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and "dbtflow cannot read" in result.stderr, result.stderr
+    assert expected in result.stderr and "Traceback" not in result.output
+
+
+def test_output_to_a_folder_or_a_read_only_place_is_one_line(dbt_cloud: FakeDbtCloud, tmp_path: Path) -> None:
+    result = invoke(dbt_cloud, "--account", "1", "--job", "1001", "--output", str(tmp_path))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"--output {tmp_path} is a folder" in result.stderr
+
+    result = invoke(dbt_cloud, "--account", "1", "--job", "1001", "--output", "/proc/dbtflow/schedules.yaml")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "cannot write /proc/dbtflow/schedules.yaml" in result.stderr and "Traceback" not in result.output
+
+
+def test_an_unparseable_schedules_file_is_not_overwritten_without_force(
+    dbt_cloud: FakeDbtCloud, tmp_path: Path
+) -> None:
+    output = tmp_path / "schedules.yaml"
+    hand_edited = "deployment: run_dbt_wg/dbt_wg\nschedules:\n  - {slug: prod, cron: '0 6 * * *', active: true\n"
+    output.write_text(hand_edited)
+
+    result = invoke(dbt_cloud, "--account", "1", "--job", "1001", "--output", str(output))
+
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"{output} exists but is not valid YAML" in result.stderr and "--force" in result.stderr
+    assert output.read_text() == hand_edited
+    forced = invoke(dbt_cloud, "--account", "1", "--job", "1001", "--output", str(output), "--force")
+    assert forced.exit_code == 0 and yaml.safe_load(output.read_text())["schedules"][0]["dbt_cloud_job_id"] == 1001

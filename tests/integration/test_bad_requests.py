@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import http.server
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from dbtflow.cli import app
+from tests.conftest import BIN, free_port
 
 runner = CliRunner()
+
+
+def _alias_bomb(levels: int = 8, width: int = 9) -> str:
+    """YAML whose aliases expand to width**levels values (43 million for 8 x 9) from ~300 bytes of text."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
 
 CASES = [
     # (id, extra CLI args, expected fragment of the one error line)
@@ -29,6 +43,9 @@ CASES = [
     ("vars-not-mapping", ["--vars", "[1, 2]"], "must be a mapping"),
     ("vars-scalar", ["--vars", "42"], "must be a mapping"),
     ("vars-invalid-yaml", ["--vars", "{a: [}"], "is not valid JSON or YAML"),
+    ("vars-alias-bomb", ["--vars", _alias_bomb()], "vars holds more than 10000 values once YAML aliases are expanded"),
+    ("vars-self-alias", ["--vars", "a: &a [*a]"], "vars holds more than 10000 values"),
+    ("vars-too-long", ["--vars", '{"k": "' + "x" * 200_000 + '"}'], "vars is 200009 characters long; the limit"),
     ("threads-zero", ["--threads", "0"], "threads must be between 1 and 64, not 0"),
     ("threads-negative", ["--threads", "-3"], "threads must be between 1 and 64, not -3"),
     ("threads-absurd", ["--threads", "10000"], "threads must be between 1 and 64, not 10000"),
@@ -113,3 +130,33 @@ def test_missing_project(tmp_path: Path):
 
 def test_there_are_at_least_25_distinct_cases():
     assert len({c[2] for c in CASES}) >= 25
+
+
+@pytest.fixture
+def not_prefect() -> Iterator[str]:
+    """A web server on loopback that is not Prefect: it answers every GET with 501."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["nothing-listening", "not-a-url", "not-prefect"])
+def test_an_unreachable_or_garbage_prefect_api_url_is_one_line_and_dbt_never_starts(
+    tenant: Path, tmp_path: Path, kind: str, not_prefect: str
+) -> None:
+    nothing = f"http://127.0.0.1:{free_port()}/api"
+    url = {"nothing-listening": nothing, "not-a-url": "garbage", "not-prefect": not_prefect}
+    env = {**os.environ, "PREFECT_API_URL": url[kind], "DBTFLOW_RUNS_DIR": str(tmp_path / "runs")}
+
+    done = subprocess.run(
+        [str(BIN / "dbtflow"), "run", "--project-dir", str(tenant), "--target", "local"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: PREFECT_API_URL {url[kind]!r} "), done.stderr
+    assert lines[0].endswith("dbt did not start")
+    assert ("is not a Prefect API" if kind == "not-prefect" else "cannot be reached") in lines[0]
+    assert not (tenant / "target").exists(), "dbt started"

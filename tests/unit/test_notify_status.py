@@ -165,3 +165,20 @@ def test_evaluate() -> None:
     nothing = status.Status("f/d", "7d", "", "", [], [], [], 0)
     failing = status.evaluate(criteria, nothing, "3 unexplained differences", None)
     assert not any(c.passed for c in failing if "timed out" not in c.name)
+
+
+@pytest.mark.parametrize("text", ["99999999w", "9999999999999d", "4000w"])
+def test_parse_since_refuses_a_window_beyond_ten_years_in_one_line(text: str) -> None:
+    with pytest.raises(UserError, match=r"^--since '.+' is longer than 10 years; use e\.g\. 52w$"):
+        status.parse_since(text)
+
+
+def test_status_since_overflow_is_one_line_and_exit_2() -> None:
+    from typer.testing import CliRunner
+
+    from dbtflow.cli import app
+
+    result = CliRunner().invoke(app, ["status", "--since", "99999999w"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "OverflowError" not in result.output
+    assert "longer than 10 years" in result.output

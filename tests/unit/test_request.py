@@ -88,6 +88,8 @@ def test_selector_is_checked_against_selectors_yml(project):
         "source:erp.shipments+",
         "test_type:generic",
         "models/marts/*.sql",
+        "stg_ünïcødé_名前",
+        "+tag:données,path:models/étape",
     ],
 )
 def test_valid_selector_syntax(project, selection):
@@ -105,3 +107,26 @@ def test_flow_cli_and_request_take_the_same_parameters():
     assert tuple(inspect.signature(run_dbt_wg.fn).parameters) == PARAMETERS
     cli = set(inspect.signature(run).parameters) - {"project_dir", "profiles_dir"}
     assert cli | {"steps"} == set(PARAMETERS) | {"step"}
+
+
+def test_a_yaml_alias_bomb_in_vars_is_refused_at_once(project):
+    import time
+
+    bomb = "\n".join(
+        ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+        + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    )
+    started = time.monotonic()
+    with pytest.raises(InvalidRequest, match=r"^vars holds more than 10000 values once YAML aliases are expanded"):
+        build_request(project, target="local", vars=bomb)
+    assert time.monotonic() - started < 2
+
+
+def test_vars_as_a_mapping_are_bounded_too(project):
+    """The deployment's `vars` parameter arrives as a mapping: the same bound applies."""
+    with pytest.raises(InvalidRequest, match="more than 10000 values"):
+        build_request(project, target="local", vars={"ids": list(range(20_000))})
+    with pytest.raises(InvalidRequest, match=r"holds 2000004 characters of values; the limit is 100000"):
+        build_request(project, target="local", vars={"blob": "x" * 2_000_000})
+    aliased = argv(project, target="local", vars="{a: &a [1, 2], b: *a}")  # a few aliases are fine
+    assert aliased[0][1:3] == ["--vars", '{"a": [1, 2], "b": [1, 2]}']
