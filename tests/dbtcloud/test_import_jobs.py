@@ -299,7 +299,7 @@ def test_strict_exits_1_when_something_was_not_imported(dbt_cloud: FakeDbtCloud)
         (["--account", "1", "--job", "999"], ADMIN_TOKEN, "404 Not Found"),
         (["--account", "2"], ADMIN_TOKEN, "403 Forbidden"),
         (["--account", "1"], "", "no dbt Cloud API token"),
-        (["--account", "1", "--foo"], ADMIN_TOKEN, "No such option: --foo"),
+        (["--account", "1", "--foo"], ADMIN_TOKEN, "No such option '--foo'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(dbt_cloud: FakeDbtCloud, args: list[str], token: str, expected: str) -> None:

@@ -259,7 +259,7 @@ def test_status_counts_runs_rates_and_the_failing_node(tenant: Path, tmp_path: P
         (["notify", "setup", "--deployment", "nope"], {}, "is not <flow>/<deployment>"),
         (["notify", "setup"], {}, "say where alerts go: --block"),
         (["notify", "setup", "--channel", "pager"], {}, "channel 'pager' is unknown"),
-        (["notify", "setup", "--bogus"], {}, "No such option: --bogus"),
+        (["notify", "setup", "--bogus"], {}, "No such option '--bogus'"),
         (["notify", "setup", "--block", "no-such-block"], {}, "no notification block named 'no-such-block'"),
         (["notify", "setup", "--channel", "slack", "--block", "nothing-yet"], {}, "set DBTFLOW_ALERT_URL"),
         (["notify", "setup", "--channel", "webhook", "--block", "x"], {"DBTFLOW_ALERT_URL": "ftp://h"}, "https://"),
