@@ -6,7 +6,7 @@ its validation and its behaviour live in `dbtflow.flow` and `dbtflow.request`.
 
 from pathlib import Path
 
-from dbtflow.flow import dbt_flow
+from dbtflow.run._flow import dbt_flow
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "tenants" / "dbt_williamgrant"
 

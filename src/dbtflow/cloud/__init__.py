@@ -1,0 +1,1 @@
+"""dbt Cloud: the Admin API client and the job import."""

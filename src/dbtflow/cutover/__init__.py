@@ -1,0 +1,1 @@
+"""Cutover from dbt Cloud to Prefect, its gate, journal and rollback."""

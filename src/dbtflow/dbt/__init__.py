@@ -1,0 +1,1 @@
+"""dbt itself: the project, its artifacts, selection over a manifest."""

@@ -1,0 +1,1 @@
+"""The Prefect deployment: schedules, deploy history, notifications, status."""

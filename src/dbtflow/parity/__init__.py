@@ -1,0 +1,1 @@
+"""Parity between a dbt Cloud run and a Prefect flow run, on artifacts only."""

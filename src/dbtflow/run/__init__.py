@@ -1,0 +1,1 @@
+"""One dbt run on Prefect: request, invocation, reporting, outcome, summary."""

@@ -1,0 +1,1 @@
+"""Warehouse credentials: Prefect blocks and profiles.yml block references."""
