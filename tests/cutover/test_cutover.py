@@ -267,7 +267,8 @@ def test_a_job_edited_between_plan_and_write_is_refused_not_overwritten(site: Si
     from dbtflow.cloud._client import ApiToken
     from dbtflow.cutover._cutover import CutoverStopped, apply_cutover, open_journal, plan_cutover
     from dbtflow.cutover._gate import parse_age
-    from dbtflow.cutover._journal import Actor, JournalStore
+    from dbtflow.cutover._journal import JournalStore
+    from dbtflow.deploy._history import Actor
     from tests.fakes.dbtcloud_server import ADMIN_TOKEN
 
     with (

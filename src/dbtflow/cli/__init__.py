@@ -105,6 +105,7 @@ def run(
     # and keep its telemetry off: it cannot reach out from here and only adds noise.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.client.schemas.objects import State
 
     from dbtflow.run._flow import LATEST_RUN, dbt_flow, runs_root

@@ -20,14 +20,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
 
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
-from dbtflow.secrets._blocks import ENV_PRIVATE_KEY_FILE, AuthKind, Settings, read_secrets, setting_env, setup_target
+from dbtflow.settings import (
+    SNOWFLAKE_PASSWORD,
+    SNOWFLAKE_PRIVATE_KEY,
+    SNOWFLAKE_PRIVATE_KEY_FILE,
+    snowflake_setting_env,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Create, update and rotate Prefect blocks.")
 err = Console(stderr=True)
@@ -35,7 +40,7 @@ out = Console()
 
 
 def _setting(help: str, name: str) -> typer.models.OptionInfo:
-    return cast(typer.models.OptionInfo, typer.Option(envvar=setting_env(name), help=help, show_envvar=True))
+    return cast(typer.models.OptionInfo, typer.Option(envvar=snowflake_setting_env(name), help=help, show_envvar=True))
 
 
 @app.callback()
@@ -61,7 +66,7 @@ def setup(
     protocol: Annotated[str | None, _setting("Endpoint protocol override: https or http.", "protocol")] = None,
     private_key_file: Annotated[
         Path | None,
-        typer.Option(envvar=ENV_PRIVATE_KEY_FILE, show_envvar=True, help="File holding the PEM private key."),
+        typer.Option(envvar=SNOWFLAKE_PRIVATE_KEY_FILE, show_envvar=True, help="File holding the PEM private key."),
     ] = None,
 ) -> None:
     """Create or update the target's blocks; with --rotate, replace only their secrets.
@@ -71,6 +76,9 @@ def setup(
     DBTFLOW_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE for an encrypted key; DBTFLOW_SNOWFLAKE_PASSWORD
     with --auth password. Prints what was created, updated or rotated, never a value.
     """
+    # lazy: the blocks module imports Prefect and its collections; importing it here keeps `dbtflow --help` fast
+    from dbtflow.secrets._blocks import AuthKind, Settings, read_secrets, setup_target
+
     try:
         if auth not in (None, "keypair", "password"):
             raise UserError(f"--auth must be keypair or password, not {auth!r}")
@@ -94,6 +102,7 @@ def setup(
 
 def _where_blocks_go() -> None:
     """Say so when no Prefect API is configured (env or Prefect profile): the blocks would stay on this machine."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
@@ -101,11 +110,11 @@ def _where_blocks_go() -> None:
         os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def _default_kind() -> AuthKind:
+def _default_kind() -> Literal["keypair", "password"]:
     """With no --auth, a password in the environment means password auth; anything else key-pair."""
-    from dbtflow.secrets._blocks import ENV_PASSWORD, ENV_PRIVATE_KEY
-
-    if os.environ.get(ENV_PASSWORD) and not (os.environ.get(ENV_PRIVATE_KEY) or os.environ.get(ENV_PRIVATE_KEY_FILE)):
+    if os.environ.get(SNOWFLAKE_PASSWORD) and not (
+        os.environ.get(SNOWFLAKE_PRIVATE_KEY) or os.environ.get(SNOWFLAKE_PRIVATE_KEY_FILE)
+    ):
         return "password"
     return "keypair"
 

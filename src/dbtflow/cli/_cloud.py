@@ -103,6 +103,7 @@ def import_jobs_command(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any job is not imported.")] = False,
 ) -> None:
     """Read dbt Cloud's scheduled deploy jobs and write them as (inactive) Prefect schedules."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.cloud._client import DbtCloudClient, DbtCloudUnavailable, normalize_base_url, resolve_token
     from dbtflow.cloud._import import import_jobs, parse_target_map, render, write_schedules
 
@@ -121,6 +122,7 @@ def import_jobs_command(
         mapping = parse_target_map(target_map)
         tenant = None
         if project_dir is not None:
+            # lazy: imported on use, so that `dbtflow --help` stays fast
             from dbtflow.dbt._project import load_project
 
             tenant = load_project(project_dir, profiles_dir)
@@ -170,6 +172,7 @@ def import_jobs_command(
             report.print(f"  job {job_id} {name!r}: {note}", markup=False)
     if not result.validated:
         report.print("not validated against a dbt project: pass --project-dir to check every job", markup=False)
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.cloud._import import GENERAL_NOTE
 
     report.print(GENERAL_NOTE, markup=False)

@@ -57,6 +57,7 @@ def _say(line: str) -> None:
 
 
 def _journal_where(deployment: str, path: Path | None, key: str | None) -> tuple[Path, str]:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.deploy._prefect_docs import artifact_key
 
     short = deployment.split("/")[-1]
@@ -83,6 +84,7 @@ def _command(ctx: Any) -> str:
 
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.cloud._client import DbtCloudUnavailable
     from dbtflow.cutover._cutover import CutoverStopped
     from dbtflow.cutover._journal import JournalWriteError
@@ -106,6 +108,7 @@ def _one_line_errors() -> Iterator[None]:
 
 def _prefect_api() -> str:
     """The configured Prefect API URL; cutover and rollback never start an ephemeral one."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
@@ -118,6 +121,7 @@ def _prefect_api() -> str:
 
 
 def _cloud_factory(account: str | None, base_url: str | None, token_block: str | None, token_env: str) -> Any:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.cloud._client import DbtCloudClient, normalize_base_url, resolve_token
 
     if not account:
@@ -191,11 +195,13 @@ def _cutover(
     journal_path: Path | None,
     journal_key: str | None,
 ) -> None:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
 
     from dbtflow.cutover._cutover import apply_cutover, choose, open_journal, plan_cutover, resolve_pending
     from dbtflow.cutover._gate import parse_age, parse_reports
-    from dbtflow.cutover._journal import Actor, JournalStore
+    from dbtflow.cutover._journal import JournalStore
+    from dbtflow.deploy._history import Actor
 
     max_age, reports, job_ids = parse_age(max_parity_age), parse_reports(parity_report), _ids("--job", job)
     _prefect_api()
@@ -272,13 +278,15 @@ def _rollback(
     journal_path: Path | None,
     journal_key: str | None,
 ) -> None:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
 
     from dbtflow.cloud._client import normalize_base_url
     from dbtflow.cutover._cutover import resolve_pending
-    from dbtflow.cutover._journal import Actor, JournalStore
+    from dbtflow.cutover._journal import JournalStore
     from dbtflow.cutover._rollback import apply_rollback, plan_rollback
     from dbtflow.deploy import _history as deploy_history
+    from dbtflow.deploy._history import Actor
 
     _prefect_api()
     path, key = _journal_where(deployment, journal_path, journal_key)

@@ -73,6 +73,7 @@ def apply_schedules(
 
 
 def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path | None) -> list[object]:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
 
     from dbtflow.dbt._project import load_project
@@ -126,6 +127,7 @@ def deploy(
 
 def _active_flags(prefect_file: Path, name: str) -> dict[str, bool]:
     """slug -> active of the deployed schedules (none before the first deploy)."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -142,6 +144,7 @@ def _active_flags(prefect_file: Path, name: str) -> dict[str, bool]:
 
 def _keep_active_flags(prefect_file: Path, name: str, was_active: dict[str, bool]) -> None:
     """A redeploy changes what runs and when, never whether: switching schedules is cutover's and rollback's."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
 
     from dbtflow.deploy import _schedules as schedules
@@ -158,11 +161,12 @@ def _keep_active_flags(prefect_file: Path, name: str, was_active: dict[str, bool
 
 def _record_history(prefect_file: Path, name: str) -> None:
     """Keep the deployment's current configuration (if any) for `dbtflow rollback --deployment-version`."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
 
-    from dbtflow.cutover._journal import Actor
     from dbtflow.deploy import _history as deploy_history
     from dbtflow.deploy import _schedules as schedules
+    from dbtflow.deploy._history import Actor
 
     deployment, _ = schedules.load(prefect_file, name)
     try:

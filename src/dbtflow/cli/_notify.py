@@ -51,6 +51,7 @@ def _fail(exc: UserError) -> typer.Exit:
 
 def _api_failure(exc: Exception) -> typer.Exit:
     """The Prefect API refused or could not be reached: one line, exit 1 (nothing the input could fix)."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.settings import get_current_settings
 
     detail = " ".join(str(exc).split())[:300]
@@ -59,6 +60,7 @@ def _api_failure(exc: Exception) -> typer.Exit:
 
 
 def _require_api() -> None:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
@@ -95,10 +97,12 @@ def setup(
     ] = None,
 ) -> None:
     """Create or update the automation that notifies when a run fails, crashes or times out."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.deploy import _notify as notify
 
     try:
         _require_api()
+        # lazy: imported on use, so that `dbtflow --help` stays fast
         from prefect.settings import get_current_settings
 
         url = (os.environ.get(url_env) or None) if channel else None
@@ -140,6 +144,7 @@ def status(
     check: Annotated[bool, typer.Option("--check", help="Exit 1 when an exit criterion fails.")] = False,
 ) -> None:
     """Runs per target, success rate, durations, failing nodes, next runs, and the first-week exit criteria."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.deploy import _status as status_mod
 
     try:
@@ -175,6 +180,7 @@ def _minutes(seconds: float | None) -> str:
 
 
 def _print_status(report: object) -> None:
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.deploy._status import Status
 
     assert isinstance(report, Status)

@@ -68,6 +68,7 @@ def fetch_cloud_artifacts(ref: CloudRunRef, dest: Path) -> Path:
     dbt command gets its manifest.json and run_results.json (`?step=N`); a step that wrote no
     run_results (e.g. `dbt deps`) is left out, and `load_artifact_set` picks the building one.
     """
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.cloud._client import DbtCloudClient, DbtCloudError, DbtCloudUnavailable, resolve_token
 
     if ref.account_id is None:
@@ -205,11 +206,13 @@ def _parity(
 
 def publish_report(markdown: str, flow_run_id: str, key: str, description: str) -> str | None:
     """The report as a markdown artifact of the flow run; returns why it was not published, if it was not."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.settings import get_current_settings
 
     if not get_current_settings().api.url:
         return "not published to Prefect: no Prefect API configured (PREFECT_API_URL)"
     try:
+        # lazy: imported on use, so that `dbtflow --help` stays fast
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import ArtifactCreate
 

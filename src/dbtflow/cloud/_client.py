@@ -47,6 +47,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from prefect.blocks.system import Secret
 from pydantic import BaseModel, ConfigDict, Field
 
 from dbtflow.errors import UserError
@@ -110,8 +111,6 @@ def resolve_token(secret_block: str | None = None, env_var: str = TOKEN_ENV) -> 
     """The token from the Prefect Secret block `secret_block` when given, else from `env_var`."""
     if secret_block:
         try:
-            from prefect.blocks.system import Secret
-
             block: Any = Secret.load(secret_block)
             value = block.get()
         except Exception as exc:

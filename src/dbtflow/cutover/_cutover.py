@@ -45,8 +45,9 @@ from prefect.client.orchestration import SyncPrefectClient
 
 from dbtflow.cloud._client import DbtCloudClient, DbtCloudError
 from dbtflow.cutover._gate import ParityEvidence, check_reports
-from dbtflow.cutover._journal import Actor, Journal, JournalStore, now_iso
+from dbtflow.cutover._journal import Journal, JournalStore
 from dbtflow.deploy import _schedules as schedules
+from dbtflow.deploy._history import Actor, now_iso
 from dbtflow.errors import UserError
 
 OTHER_TRIGGERS = ("github_webhook", "git_provider_webhook", "on_merge")

@@ -23,19 +23,16 @@ Pitfalls
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient
 
 from dbtflow.deploy import _prefect_docs as prefect_docs
+from dbtflow.deploy._history import Actor, now_iso
 from dbtflow.errors import UserError
 
 FORMAT = "dbtflow-cutover-journal/1"
@@ -43,29 +40,6 @@ FORMAT = "dbtflow-cutover-journal/1"
 
 class JournalWriteError(RuntimeError):
     """The journal could not be saved; nothing more may be changed."""
-
-
-@dataclass(frozen=True)
-class Actor:
-    user: str
-    host: str
-    command: str
-    invocation: str
-
-    @classmethod
-    def current(cls, command: str) -> Actor:
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):
-            user = "unknown"
-        return cls(user, socket.gethostname(), command, uuid.uuid4().hex[:12])
-
-    def as_dict(self) -> dict[str, str]:
-        return {"user": self.user, "host": self.host, "command": self.command, "invocation": self.invocation}
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def object_key(obj: dict[str, Any]) -> str:

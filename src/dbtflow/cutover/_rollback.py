@@ -33,7 +33,8 @@ from prefect.client.orchestration import SyncPrefectClient
 
 from dbtflow.cloud._client import DbtCloudClient
 from dbtflow.cutover._cutover import read_deployment
-from dbtflow.cutover._journal import Actor, Journal, JournalStore, OpenChange, object_key
+from dbtflow.cutover._journal import Journal, JournalStore, OpenChange, object_key
+from dbtflow.deploy._history import Actor
 from dbtflow.deploy._schedules import set_schedule_active
 from dbtflow.errors import UserError
 

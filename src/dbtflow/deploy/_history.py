@@ -27,14 +27,17 @@ Pitfalls
 
 from __future__ import annotations
 
+import getpass
+import socket
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
 from prefect.exceptions import ObjectNotFound
 
-from dbtflow.cutover._journal import Actor, now_iso
 from dbtflow.deploy import _prefect_docs as prefect_docs
 from dbtflow.errors import UserError
 
@@ -54,6 +57,29 @@ CONFIG = (
     "description",
     "version",
 )
+
+
+@dataclass(frozen=True)
+class Actor:
+    user: str
+    host: str
+    command: str
+    invocation: str
+
+    @classmethod
+    def current(cls, command: str) -> Actor:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return cls(user, socket.gethostname(), command, uuid.uuid4().hex[:12])
+
+    def as_dict(self) -> dict[str, str]:
+        return {"user": self.user, "host": self.host, "command": self.command, "invocation": self.invocation}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def history_key(name: str) -> str:

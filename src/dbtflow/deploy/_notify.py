@@ -40,6 +40,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from prefect import get_client
+from prefect.blocks.notifications import CustomWebhookNotificationBlock, MicrosoftTeamsWebhook, SlackWebhook
+from prefect.events.actions import SendNotification
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.exceptions import ObjectNotFound
+from prefect.types import SecretDict
+from pydantic import SecretStr
+
+from dbtflow.deploy._schedules import find_deployment
 from dbtflow.errors import UserError
 
 DEFAULT_DEPLOYMENT = "run_dbt_wg/dbt_wg"
@@ -95,8 +104,6 @@ def build_automation(
     name: str, deployment_id: UUID, deployment: str, block_document_id: UUID, on_warning: bool, ui_url: str | None
 ) -> Any:
     """The AutomationCore `setup` makes (pure: no API calls)."""
-    from prefect.events.actions import SendNotification
-    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
     events = [*FAILED_EVENTS, *([WARNED_EVENT] if on_warning else [])]
     subject, body = templates(ui_url)
@@ -132,9 +139,6 @@ def setup(
     ui_url: str | None = None,
 ) -> Result:
     """Create or update the alert automation; see the module docstring. Raises UserError on bad input."""
-    from prefect import get_client
-
-    from dbtflow.deploy._schedules import find_deployment
 
     name = name or automation_name(deployment)
     flow_name, _, deployment_name = deployment.partition("/")
@@ -159,7 +163,6 @@ def setup(
 
 def read(name: str) -> Any | None:
     """The automation of that name, or None (for `status` and tests)."""
-    from prefect import get_client
 
     with get_client(sync_client=True) as client:
         found = client.read_automations_by_name(name)
@@ -188,10 +191,6 @@ def _block(
 def _channel_block(
     client: Any, channel: str, name: str, url: str | None, ask_url: Callable[[], str | None] | None
 ) -> tuple[UUID, str, str]:
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock, MicrosoftTeamsWebhook, SlackWebhook
-    from prefect.exceptions import ObjectNotFound
-    from prefect.types import SecretDict
-    from pydantic import SecretStr
 
     kinds: dict[str, Any] = {
         "slack": SlackWebhook,

@@ -37,7 +37,26 @@ from typing import Any
 from uuid import UUID
 
 import yaml
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    TaskRunFilter,
+    TaskRunFilterState,
+    TaskRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+from prefect.exceptions import ObjectNotFound
 
+from dbtflow.deploy._notify import automation_name
 from dbtflow.errors import UserError
 
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -249,10 +268,6 @@ def collect(
     now: datetime | None = None,
 ) -> Status:
     """Read the deployment's recent runs from the Prefect API and summarize them (see the module docstring)."""
-    from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    from dbtflow.deploy._notify import automation_name
 
     now = now or datetime.now(UTC)
     start = now - since
@@ -300,16 +315,6 @@ def to_json(status: Status) -> dict[str, Any]:
 
 
 def _runs(client: Any, deployment_id: Any, start: datetime, default_target: str) -> list[Run]:
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterExpectedStartTime,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
 
     runs: list[Run] = []
     flow_run_filter = FlowRunFilter(
@@ -350,14 +355,6 @@ def _run(flow_run: Any, default_target: str) -> Run:
 
 
 def _add_failed_nodes(client: Any, runs: list[Run]) -> None:
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterId,
-        TaskRunFilter,
-        TaskRunFilterState,
-        TaskRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
 
     failed = {r.id: r for r in runs if r.state_type in ("FAILED", "CRASHED")}
     ids = list(failed)
@@ -383,15 +380,6 @@ def _add_failed_nodes(client: Any, runs: list[Run]) -> None:
 
 
 def _upcoming(client: Any, deployment_id: Any, default_target: str, limit: int = 5) -> list[Upcoming]:
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.client.schemas.sorting import FlowRunSort
 
     page = client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
@@ -426,8 +414,6 @@ def _schedule(schedule: Any, default_target: str) -> Schedule:
 
 def _parity(client: Any, key: str, target: str, default_target: str) -> str | None:
     """The verdict of the latest parity artifact `key` published on a flow run of `target`."""
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
 
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=50

@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dbtflow.dbt._artifacts import read_step
-from dbtflow.run._invoke import StepOutcome
-from dbtflow.run._outcome import StepReport
+from dbtflow.run._outcome import StepOutcome, StepReport
 from dbtflow.run._request import RunRequest, Step
 
 # Commands `dbt retry` can rerun whose run_results list the nodes they ran.

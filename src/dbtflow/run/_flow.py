@@ -67,8 +67,8 @@ from dbtflow.dbt._artifacts import runs_root as runs_root  # re-exported: the CL
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
 from dbtflow.run._attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
-from dbtflow.run._invoke import StepOutcome, StepPaths, run_step
-from dbtflow.run._outcome import RunOutcome, StepReport
+from dbtflow.run._invoke import StepPaths, run_step
+from dbtflow.run._outcome import RunOutcome, StepOutcome, StepReport
 from dbtflow.run._request import RunRequest, build_request
 from dbtflow.run._slot import slot_name, target_slot
 from dbtflow.run._stopper import Stopper

@@ -40,10 +40,13 @@ from typing import Any, Literal
 
 from dbt.cli.main import dbtRunner
 from prefect.runtime import flow_run
+from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from dbtflow.run import _warehouse as warehouse
+from dbtflow.run._outcome import ParseInfo, StepOutcome
+from dbtflow.run._reporter import NodeReporter
 from dbtflow.run._request import Step
-from dbtflow.run._stopper import EventListener, Interrupted, Stopper
+from dbtflow.run._stopper import EventListener, Stopper
 
 Engine = Literal["fast", "prefect-dbt"]
 event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
@@ -65,27 +68,6 @@ class StepPaths:
             "--target-path", str(self.target_path),
             "--log-path", str(self.log_path),
         ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ParseInfo:
-    partial: bool
-    seconds: float
-    reason: str | None = None
-
-    def __str__(self) -> str:
-        kind = "partial" if self.partial else "full"
-        return f"{kind} parse in {self.seconds:.1f} s" + (f" ({self.reason})" if self.reason else "")
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    step: Step
-    success: bool
-    error: str | None = None
-    parse: ParseInfo | None = None
-    reporting: tuple[str, ...] = ()
-    interrupted: Interrupted | None = None
 
 
 def run_step(
@@ -115,8 +97,6 @@ def run_step(
 
 
 def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> StepOutcome:
-    from dbtflow.run._reporter import NodeReporter
-
     reporter = NodeReporter(flow_run.id, flow_run.name, index) if flow_run.id else None
     callbacks = list(event_listeners.get())
     if reporter is not None:
@@ -181,7 +161,6 @@ def _parse(
 
 
 def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutcome:
-    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
     class Runner(PrefectDbtRunner):
         """PrefectDbtRunner that also hands every dbt event to our listeners."""

@@ -1,7 +1,7 @@
 """RunOutcome: what a run did, per step and per node, from dbt's own artifacts.
 
 Contract
-- `RunOutcome` collects each step's `StepOutcome` (from invoke) and `StepArtifacts` (from
+- `RunOutcome` collects each step's `StepOutcome` (defined here, returned by invoke) and `StepArtifacts` (from
   artifacts) and answers the questions a person asks of a run: did it fail, which nodes
   failed and why, which were skipped because of which failure, what warned.
 - `message` is the flow state's message: it names the failing nodes and their errors in one
@@ -25,12 +25,37 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from dbtflow.dbt._artifacts import NodeResult, StepArtifacts
-from dbtflow.run._invoke import StepOutcome
+
+if TYPE_CHECKING:  # types only: invoke and stopper import dbt
+    from dbtflow.run._request import Step
+    from dbtflow.run._stopper import Interrupted
 
 MAX_IN_MESSAGE = 5
 MAX_NAMES = 5
+
+
+@dataclass(frozen=True)
+class ParseInfo:
+    partial: bool
+    seconds: float
+    reason: str | None = None
+
+    def __str__(self) -> str:
+        kind = "partial" if self.partial else "full"
+        return f"{kind} parse in {self.seconds:.1f} s" + (f" ({self.reason})" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: Step
+    success: bool
+    error: str | None = None
+    parse: ParseInfo | None = None
+    reporting: tuple[str, ...] = ()
+    interrupted: Interrupted | None = None
 
 
 @dataclass

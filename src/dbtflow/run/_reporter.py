@@ -44,10 +44,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun, TaskRunResult
+from prefect.events.related import related_resources_from_run_context
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed, Running
 from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from dbtflow.run._outcome import failed_ancestors
 
@@ -403,9 +406,6 @@ def _tags(tags: Iterable[str]) -> list[dict[str, str]]:
 
 def _run_context_related(flow_run_id: UUID, flow_run_name: str) -> list[dict[str, str]]:
     """The flow run, flow, deployment... resources Prefect relates run events to (read once)."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.related import related_resources_from_run_context
-    from prefect.utilities.asyncutils import run_coro_as_sync
 
     async def read() -> list[dict[str, str]]:
         async with get_client() as client:
@@ -425,7 +425,6 @@ def _run_context_related(flow_run_id: UUID, flow_run_name: str) -> list[dict[str
 def api_client() -> httpx.Client:
     """An httpx client for the Prefect API this run reports to (a server, Cloud, or the ephemeral
     API whose URL only Prefect's own client knows), without retries of its own."""
-    from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         url = str(client.api_url)

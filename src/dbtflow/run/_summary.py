@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from prefect.artifacts import create_markdown_artifact
+
 from dbtflow.run._outcome import RunOutcome, StepReport
 
 SLOWEST = 10
@@ -125,7 +127,6 @@ def _one_line(text: str | None) -> str:
 
 
 def publish(outcome: RunOutcome, run_folder: Path, key: str) -> None:
-    from prefect.artifacts import create_markdown_artifact
 
     try:
         create_markdown_artifact(

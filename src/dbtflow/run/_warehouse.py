@@ -29,16 +29,17 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import snowflake.connector
+from dbt.adapters.factory import FACTORY
+from snowflake.connector.backoff_policies import exponential_backoff
+from snowflake.connector.errors import OperationalError
+
 RETRY_SECONDS_ENV = "DBTFLOW_SNOWFLAKE_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 120
 _given_up: set[str] = set()  # hosts given up on in this step
 
 
 def bound_snowflake_retries() -> None:
-    try:
-        import snowflake.connector
-    except ImportError:
-        return
     if getattr(snowflake.connector.connect, "dbtflow_bounded", False):
         return
     unbounded = snowflake.connector.connect
@@ -62,9 +63,6 @@ def retry_seconds() -> int:
 
 
 def _bounded_backoff(host: str) -> Callable[[], Iterator[int]]:
-    from snowflake.connector.backoff_policies import exponential_backoff
-    from snowflake.connector.errors import OperationalError
-
     def policy() -> Iterator[int]:
         bound, waited = retry_seconds(), 0
         for tries, sleep in enumerate(exponential_backoff()()):
@@ -103,8 +101,6 @@ def release_connections() -> None:
 
 def _adapters() -> list[Any]:
     try:
-        from dbt.adapters.factory import FACTORY
-
         return list(FACTORY.adapters.values())
     except Exception:
         return []

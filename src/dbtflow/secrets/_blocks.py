@@ -26,33 +26,40 @@ Pitfalls
 
 from __future__ import annotations
 
-import base64
-import binascii
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
+import yaml
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import BlockDocumentUpdate
+from prefect.exceptions import ObjectNotFound
+from prefect_snowflake import SnowflakeConnector, SnowflakeCredentials
+from pydantic import SecretBytes, SecretStr
+from pydantic_core import to_jsonable_python
+
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
+from dbtflow.secrets._keys import check_private_key
+from dbtflow.secrets._profiles import CONNECTOR, CREDENTIALS, MANAGED, PROFILE, TARGET_CONFIGS, referenced_blocks
+from dbtflow.settings import SNOWFLAKE_PASSWORD as ENV_PASSWORD
+from dbtflow.settings import SNOWFLAKE_PRIVATE_KEY as ENV_PRIVATE_KEY
+from dbtflow.settings import SNOWFLAKE_PRIVATE_KEY_FILE as ENV_PRIVATE_KEY_FILE
+from dbtflow.settings import SNOWFLAKE_PRIVATE_KEY_PASSPHRASE as ENV_PASSPHRASE
+from dbtflow.settings import snowflake_setting_env
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # prefect_dbt.cli's deprecation notice
+    from prefect_dbt.cli import DbtCliProfile
+    from prefect_dbt.cli.configs import SnowflakeTargetConfigs
 
 AuthKind = Literal["keypair", "password"]
-ENV_PRIVATE_KEY = "DBTFLOW_SNOWFLAKE_PRIVATE_KEY"
-ENV_PRIVATE_KEY_FILE = "DBTFLOW_SNOWFLAKE_PRIVATE_KEY_FILE"
-ENV_PASSPHRASE = "DBTFLOW_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"
-ENV_PASSWORD = "DBTFLOW_SNOWFLAKE_PASSWORD"
-CREDENTIALS = "snowflake-credentials"
-CONNECTOR = "snowflake-connector"
-TARGET_CONFIGS = "dbt-cli-snowflake-target-configs"
-PROFILE = "dbt-cli-profile"
-MANAGED = (CREDENTIALS, CONNECTOR, TARGET_CONFIGS, PROFILE)
 SECRET_FIELDS = ("private_key", "private_key_passphrase", "password")
 REQUIRED = ("account", "user", "warehouse", "database", "schema")
-
-
-def setting_env(name: str) -> str:
-    """The environment variable a non-secret setting can come from, e.g. DBTFLOW_SNOWFLAKE_ACCOUNT."""
-    return f"DBTFLOW_SNOWFLAKE_{name.upper()}"
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,6 @@ class BlockNames:
 
 def block_names(project: Project, target: str) -> BlockNames:
     """The block names the target's profile refers to; unreferenced managed blocks share the credentials' name."""
-    from dbtflow.secrets._profiles import referenced_blocks
-
     if target not in project.targets:
         raise UserError(f"unknown target {target!r}: {project.profiles_path} has {', '.join(project.targets)}")
     by_slug: dict[str, list[str]] = {}
@@ -156,34 +161,6 @@ def read_secrets(
     return Secrets(private_key=key.strip() + "\n", private_key_passphrase=passphrase)
 
 
-def check_private_key(key: str, passphrase: str | None, *, what: str, fix: str) -> None:
-    """Raise a one-line UserError unless `key` (PEM, or base64 DER as dbt-snowflake accepts) loads."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
-    text = key.strip()
-    password = passphrase.encode() if passphrase else None
-    try:
-        if text.startswith("-"):
-            loaded: Any = serialization.load_pem_private_key(text.encode(), password=password)
-        else:
-            loaded = serialization.load_der_private_key(base64.b64decode(text, validate=True), password=password)
-    except TypeError:  # cryptography: encrypted without a password, or a password for a plain key
-        if password is None:
-            raise UserError(f"{what} is encrypted and no passphrase was given ({ENV_PASSPHRASE}): {fix}") from None
-        raise UserError(f"{what} is not encrypted but a passphrase was given: drop {ENV_PASSPHRASE}; {fix}") from None
-    except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
-        if password is not None and "ENCRYPTED" in text and "decrypt" in str(exc).lower():
-            raise UserError(f"the passphrase does not decrypt {what}: {fix}") from None
-        raise UserError(
-            f"{what} is not a private key in PEM (a 'BEGIN PRIVATE KEY' block) or base64 DER form: {fix}"
-        ) from None
-    if not isinstance(loaded, RSAPrivateKey | EllipticCurvePrivateKey):
-        raise UserError(f"{what} is a {type(loaded).__name__}; Snowflake key-pair auth needs an RSA or EC key: {fix}")
-
-
 def setup_target(
     project: Project,
     target: str,
@@ -217,7 +194,7 @@ def setup_target(
     merged = Settings(**{f.name: _pick(given.get(f.name), stored.settings.get(f.name)) for f in fields(Settings)})
     missing = [name for name in (REQUIRED[:2] if rotate else REQUIRED) if not getattr(merged, name)]
     if missing:
-        options = ", ".join(f"--{name} (or {setting_env(name)})" for name in missing)
+        options = ", ".join(f"--{name} (or {snowflake_setting_env(name)})" for name in missing)
         raise UserError(f"missing settings for target {target!r}: {options}")
     kept = dict(stored.credentials or {}) if rotate else {}  # a rotation leaves every other field as it is
     return _write(project, target, names, merged, secrets or stored.secrets, kind, kept)
@@ -236,14 +213,9 @@ def _write(
     kind: AuthKind,
     kept: dict[str, Any],
 ) -> list[Change]:
-    import warnings
-
-    from prefect_snowflake import SnowflakeConnector, SnowflakeCredentials
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # prefect_dbt.cli's deprecation notice
-        from prefect_dbt.cli import DbtCliProfile
-        from prefect_dbt.cli.configs import SnowflakeTargetConfigs
 
     rotate = bool(kept)
     fields_ = {k: v for k, v in kept.items() if k in SnowflakeCredentials.model_fields}
@@ -273,7 +245,6 @@ def _write(
 
 
 def _threads(project: Project, target: str) -> int:
-    import yaml
 
     output = (yaml.safe_load(project.profiles_path.read_text()) or {})[project.profile_name]["outputs"][target]
     threads = output.get("threads")
@@ -282,7 +253,6 @@ def _threads(project: Project, target: str) -> int:
 
 def _save(block: Any, name: str, *, rotate: bool = False, tag_type: bool = False) -> Change:
     """Write `block` under `name` unless the stored one already matches; say which fields changed."""
-    from prefect.blocks.core import Block
 
     slug = block.get_block_type_slug()
     document = _read_document(slug, name)
@@ -315,9 +285,6 @@ def _save(block: Any, name: str, *, rotate: bool = False, tag_type: bool = False
 
 def _own_data(block: Any) -> dict[str, Any]:
     """The block's fields as the API stores them, secrets revealed (in memory only, to compare)."""
-    from prefect.blocks.core import Block
-    from pydantic import SecretBytes, SecretStr
-    from pydantic_core import to_jsonable_python
 
     data: dict[str, Any] = {}
     for attr, info in type(block).model_fields.items():
@@ -332,16 +299,12 @@ def _own_data(block: Any) -> dict[str, Any]:
 
 
 def _update_data(document_id: Any, data: dict[str, Any]) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import BlockDocumentUpdate
 
     with get_client(sync_client=True) as client:
         client.update_block_document(document_id, BlockDocumentUpdate(data=data, merge_existing_data=False))
 
 
 def _read_document(slug: str, name: str) -> Any:
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
     def read() -> Any:
         with get_client(sync_client=True) as client:
@@ -354,7 +317,6 @@ def _read_document(slug: str, name: str) -> Any:
 
 
 def _api(call: Callable[[], Any], doing: str) -> Any:
-    import httpx
 
     try:
         return call()

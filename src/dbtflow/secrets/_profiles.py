@@ -40,13 +40,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.utilities.asyncutils import run_coro_as_sync
+from prefect.utilities.collections import get_from_dict
+from prefect.utilities.templating import resolve_variables
 
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
+from dbtflow.secrets._keys import check_private_key
 
 PREFECT_REFERENCE = re.compile(r"\{\{\s*prefect\.(blocks|variables)\.")
 BLOCK_REFERENCE = re.compile(r"\{\{\s*prefect\.blocks\.([\w-]+)\.([\w-]+)((?:\.[\w\[\]-]+)*)\s*\}\}")
+CREDENTIALS = "snowflake-credentials"
+CONNECTOR = "snowflake-connector"
+TARGET_CONFIGS = "dbt-cli-snowflake-target-configs"
+PROFILE = "dbt-cli-profile"
+MANAGED = (CREDENTIALS, CONNECTOR, TARGET_CONFIGS, PROFILE)
 SECRET_HINTS = ("password", "passphrase", "private_key", "token", "secret")
 
 _ENV_LOCK = threading.Lock()
@@ -153,7 +165,6 @@ class _BlockResolver:
         return f"{{{{ env_var('{var}') }}}}"
 
     def _lookup(self, match: re.Match[str]) -> tuple[str, str, Any]:
-        from prefect.utilities.collections import get_from_dict
 
         slug, name, path = match[1], match[2], match[3].lstrip(".")
         block = f"{slug}/{name}"
@@ -192,9 +203,6 @@ class _BlockResolver:
         return self._documents[(slug, name)]
 
     def _read(self, slug: str, name: str) -> Any:
-        import httpx
-        from prefect.client.orchestration import get_client
-        from prefect.exceptions import ObjectNotFound
 
         block = f"{slug}/{name}"
         try:
@@ -217,8 +225,6 @@ class _BlockResolver:
                 f"cannot reach the Prefect API to read block {block} ({type(exc).__name__}): "
                 "check PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud)"
             ) from None
-        from dbtflow.secrets._blocks import MANAGED
-
         expected = {s for s, n in referenced_blocks(self.project, self.target) if n == name} | set(MANAGED)
         others = [other for other in others if other not in expected]
         if others:
@@ -236,8 +242,6 @@ class _BlockResolver:
                         f"create it with {self._setup}")  # fmt: skip
 
     def _exists(self, slug: str, name: str) -> bool:
-        from prefect.client.orchestration import get_client
-        from prefect.exceptions import ObjectNotFound
 
         try:
             with get_client(sync_client=True) as client:
@@ -259,8 +263,6 @@ def _block_types_named(client: Any, name: str) -> list[str]:
 
 def _check_snowflake_key(resolver: _BlockResolver, target: str) -> None:
     """A key dbt-snowflake would fail on at every node fails here once, before dbt starts."""
-    from dbtflow.secrets._blocks import check_private_key
-
     key = resolver.values.get("private_key")
     if not key or not key[1]:
         return
@@ -274,8 +276,6 @@ def _check_snowflake_key(resolver: _BlockResolver, target: str) -> None:
 
 
 def _resolve_variables(profile: dict[str, Any], project: Project, target: str) -> dict[str, Any]:
-    from prefect.utilities.asyncutils import run_coro_as_sync
-    from prefect.utilities.templating import resolve_variables
 
     try:
         resolved: dict[str, Any] = run_coro_as_sync(resolve_variables(profile))
