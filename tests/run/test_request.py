@@ -92,16 +92,3 @@ def test_selector_is_checked_against_selectors_yml(project):
 )
 def test_valid_selector_syntax(project, selection):
     assert argv(project, target="local", select=selection)[0][2] == selection
-
-
-def test_flow_cli_and_request_take_the_same_parameters():
-    """A parameter added to build_request must reach the flow (Prefect UI) and `dbtflow run`."""
-    import inspect
-
-    from dbtflow.cli import run
-    from dbtflow.run._flow import PARAMETERS
-    from flows.dbt_wg_flow import run_dbt_wg
-
-    assert tuple(inspect.signature(run_dbt_wg.fn).parameters) == PARAMETERS
-    cli = set(inspect.signature(run).parameters) - {"project_dir", "profiles_dir"}
-    assert cli | {"steps"} == set(PARAMETERS) | {"step"}

@@ -32,6 +32,7 @@ from dbtflow.cli._deploy import deploy, schedules_app
 from dbtflow.cli._parity import parity
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
+from dbtflow.run._parameters import default_target
 from dbtflow.run._request import build_request
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
@@ -79,7 +80,7 @@ def run(
         project = load_project(project_dir, profiles_dir)
         params: dict[str, Any] = dict(
             command=command,
-            target=target or project.default_target or "dev",
+            target=target or default_target(project),
             select=select,
             exclude=exclude,
             selector=selector,

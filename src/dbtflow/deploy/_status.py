@@ -58,6 +58,7 @@ from prefect.exceptions import ObjectNotFound
 
 from dbtflow.deploy._notify import automation_name
 from dbtflow.errors import UserError
+from dbtflow.run._parameters import DEFAULT_TARGET
 
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 NODE_TYPES = ("model", "test", "seed", "snapshot", "unit_test", "source", "analysis", "operation", "exposure")
@@ -276,7 +277,7 @@ def collect(
             found = client.read_deployment_by_name(deployment)
         except ObjectNotFound:
             raise UserError(f"deployment {deployment!r} not found on {client.api_url}: check --deployment") from None
-        default_target = str((found.parameters or {}).get("target") or "dev")
+        default_target = str((found.parameters or {}).get("target") or DEFAULT_TARGET)
         runs = _runs(client, found.id, start, default_target)
         _add_failed_nodes(client, runs)
         by_target: dict[str, list[Run]] = {}

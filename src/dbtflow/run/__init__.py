@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from ._invoke import run_step as run_step
     from ._outcome import RunOutcome as RunOutcome
     from ._outcome import StepOutcome as StepOutcome
-    from ._request import InvalidRequest as InvalidRequest
+    from ._parameters import DEFAULT_TARGET as DEFAULT_TARGET
+    from ._parameters import InvalidRequest as InvalidRequest
+    from ._parameters import RunParameters as RunParameters
+    from ._parameters import default_target as default_target
     from ._request import RunRequest as RunRequest
     from ._request import Step as Step
     from ._request import build_request as build_request
@@ -24,7 +27,10 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "dbt_flow": "._flow",
     "execute": "._flow",
-    "InvalidRequest": "._request",
+    "DEFAULT_TARGET": "._parameters",
+    "InvalidRequest": "._parameters",
+    "RunParameters": "._parameters",
+    "default_target": "._parameters",
     "RunRequest": "._request",
     "Step": "._request",
     "build_request": "._request",

@@ -3,7 +3,7 @@
 Contract
 - `dbt_flow(project_dir, name=...)` returns a Prefect flow bound to one dbt project; a
   tenant's entrypoint is one call of it (see flows/dbt_wg_flow.py). Its parameters are the
-  request's (see `dbtflow.request`), with types and descriptions Prefect shows in the UI.
+  `RunParameters`' (see `dbtflow.run._parameters`), with types and descriptions Prefect shows in the UI.
 - The flow validates the request before anything else (a bad request ends Failed with the
   one-line reason, and dbt never starts), runs the steps in order (stopping at the first
   failing step, like a dbt Cloud job; a docs step still runs), keeps every step's artifacts
@@ -48,7 +48,6 @@ Pitfalls
 from __future__ import annotations
 
 import contextvars
-import inspect
 import shutil
 import threading
 import time
@@ -69,6 +68,7 @@ from dbtflow.errors import UserError
 from dbtflow.run._attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
 from dbtflow.run._invoke import StepPaths, run_step
 from dbtflow.run._outcome import RunOutcome, StepOutcome, StepReport
+from dbtflow.run._parameters import RunParameters
 from dbtflow.run._request import RunRequest, build_request
 from dbtflow.run._slot import slot_name, target_slot
 from dbtflow.run._stopper import Stopper
@@ -78,7 +78,7 @@ from dbtflow.secrets._profiles import resolved_profiles
 
 WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
 STOP_SECONDS = 45  # how long a timed-out run waits for dbt to stop (reporting gets 30 s of it)
-PARAMETERS = tuple(inspect.signature(build_request).parameters)[1:]
+PARAMETERS = tuple(RunParameters.model_fields)  # the flow's parameters, in RunParameters' order
 
 
 # The folder of the latest run in this process, for a caller (the CLI) whose flow call failed
@@ -152,6 +152,16 @@ def dbt_flow(
 
 
 def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters: dict[str, Any]) -> State:
+    """Run one flow run's request: validate, hold the target's slot, run the steps, end in an honest state.
+
+    Args:
+        project_dir: the dbt project folder.
+        profiles_dir: the folder of profiles.yml (None: looked up as dbt does, see `load_project`).
+        parameters: the flow run's parameters (`RunParameters`' names).
+
+    Returns:
+        The flow run's final state: Completed, Failed (naming the failing nodes), TimedOut or Cancelled.
+    """
     logger = get_run_logger()
     try:
         request = build_request(load_project(project_dir, profiles_dir), **parameters)

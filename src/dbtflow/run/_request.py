@@ -1,19 +1,18 @@
-"""RunRequest: the flow's parameters, validated, turned into dbt argv lists.
+"""RunRequest: a run's parameters, validated against the project, turned into dbt argv lists.
 
 Contract
-- `build_request(project, **parameters)` returns a `RunRequest` whose `steps` each carry a
-  dbt argv (a list of strings, never a shell line), or raises `InvalidRequest` with one line
-  that says what was wrong and how to fix it. Nothing here starts dbt or talks to Prefect, so
-  a bad request stops before either is touched.
+- `build_request(project, **parameters)` checks the parameters with `RunParameters.parse`
+  (everything that needs no project), then against the project, and returns a `RunRequest`
+  whose `steps` each carry a dbt argv (a list of strings, never a shell line), or raises
+  `InvalidRequest` with one line that says what was wrong and how to fix it. Nothing here
+  starts dbt or talks to Prefect, so a bad request stops before either is touched.
 - Parameters apply like a dbt Cloud job's settings: `target`, `threads`, `vars` go to every
   step; `select`, `exclude`, `selector`, `full_refresh`, `fail_fast`, `state`, `defer` go to
   every step whose subcommand accepts them. `steps` replaces `command`. `source_freshness`
   adds a first step and `generate_docs` a last one; neither fails the run (as in dbt Cloud).
 
 Pitfalls
-- Selection values are matched token by token against dbt's selector grammar; anything that
-  starts with `-` or holds shell text (`;`, `|`, backticks, `$`, newlines, quotes) is refused,
-  so a value can never become another flag.
+- Selection values are checked by `RunParameters` (see its Pitfalls); here they become tokens.
 - Options inside a step string are checked against an allowlist per subcommand; paths that
   dbtflow owns (`--target-path`, `--profiles-dir`, `--project-dir`, `--log-path`) and
   `--target` (a run has exactly one target) are refused there.
@@ -22,28 +21,23 @@ Pitfalls
 
 from __future__ import annotations
 
-import json
-import re
 import shlex
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dbtflow.dbt._project import Project
-from dbtflow.errors import UserError
-
-
-class InvalidRequest(UserError):
-    """A request a user can fix; its message is one line: what was wrong, how to fix it."""
-
-
-MAX_THREADS = 64
-ENGINES = ("fast", "prefect-dbt")
-OVERLAP = ("wait", "cancel")  # what a run does when another run of its target holds the slot
-MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+from dbtflow.run._parameters import (
+    IDENTIFIER,
+    InvalidRequest,
+    RunParameters,
+    check_identifier,
+    check_int,
+    check_mapping,
+    check_positive,
+    check_selection,
+    check_threads,
+)
 
 # Option kinds: how the value(s) after an option are checked.
 FLAG, SELECTION, NAME, INT, MAPPING, PATH, CHOICE, TEXT = (
@@ -174,38 +168,6 @@ TWO_WORD = {"source": "freshness", "docs": "generate"}
 # Subcommands whose run_results describe what was built (parity and summaries key on these).
 BUILDING = frozenset({"build", "run", "test", "seed", "snapshot", "retry", "clone"})
 
-# dbt selector grammar, token by token: graph operators around a method:value or a name.
-SELECTOR_METHODS = [
-    "tag",
-    "path",
-    "file",
-    "fqn",
-    "package",
-    "config",
-    "test_name",
-    "test_type",
-    "state",
-    "exposure",
-    "metric",
-    "result",
-    "source",
-    "source_status",
-    "group",
-    "access",
-    "version",
-    "semantic_model",
-    "saved_query",
-    "unit_test",
-    "resource_type",
-    "wildcard",
-]
-_VALUE = r"[A-Za-z0-9_*?\[\]./\-]+"
-_METHOD = r"(?:[a-z_]+(?:\.[A-Za-z0-9_]+)*:)"
-_ATOM = rf"(?:@|\d*\+)?{_METHOD}?{_VALUE}(?:\+\d*)?"
-SELECTOR_TOKEN = re.compile(rf"^{_ATOM}(?:,{_ATOM})*$")
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-SHELL_TEXT = re.compile(r"[;|&`$<>\n\r\x00\"'\\]")
-
 
 @dataclass(frozen=True)
 class Step:
@@ -236,94 +198,65 @@ class RunRequest:
     on_overlap: str = "wait"
 
 
-def build_request(
-    project: Project,
-    *,
-    command: str = "build",
-    target: str = "dev",
-    select: str | Sequence[str] | None = None,
-    exclude: str | Sequence[str] | None = None,
-    selector: str | None = None,
-    vars: Mapping[str, Any] | str | None = None,
-    full_refresh: bool = False,
-    state: str | None = None,
-    defer: bool = False,
-    threads: int | None = None,
-    steps: Sequence[str] | None = None,
-    source_freshness: bool = False,
-    generate_docs: bool = False,
-    timeout_seconds: int | None = None,
-    fail_fast: bool = False,
-    engine: str = "fast",
-    on_overlap: str = "wait",
-) -> RunRequest:
-    """Validate every parameter and build the steps; raise InvalidRequest on the first problem."""
-    parameters = {k: v for k, v in locals().items() if k != "project"}
-    _check_target(project, target)
-    job_options: dict[str, list[str]] = {}
-    if select is not None:
-        job_options["--select"] = _selection("select", select)
-    if exclude is not None:
-        job_options["--exclude"] = _selection("exclude", exclude)
-    if selector is not None:
-        job_options["--selector"] = [_selector_name(project, "selector", selector)]
-    if full_refresh:
-        job_options["--full-refresh"] = []
-    if fail_fast:
-        job_options["--fail-fast"] = []
-    if state is not None:
-        job_options["--state"] = [_state_path("state", state)]
-    if defer:
-        job_options["--defer"] = []
-    if threads is not None:
-        job_options["--threads"] = [str(_threads("threads", threads))]
-    if vars is not None:
-        job_options["--vars"] = [_mapping("vars", vars)]
-    timeout = _timeout(timeout_seconds)
-    if engine not in ENGINES:
-        raise InvalidRequest(f"engine {engine!r} is unknown; use one of: {', '.join(ENGINES)}")
-    if on_overlap not in OVERLAP:
-        raise InvalidRequest(f"on_overlap {on_overlap!r} is unknown; use one of: {', '.join(OVERLAP)}")
+def build_request(project: Project, **values: Any) -> RunRequest:
+    """Validate a run's parameters against the project and build its steps.
 
-    texts = _step_texts(command, steps)
-    parsed = [_parse_step(project, f"steps[{i}]" if steps else "command", t) for i, t in enumerate(texts)]
-    if source_freshness:
+    Args:
+        project: the dbt project the run is for.
+        **values: the run's parameters (`RunParameters`' names); missing ones take their defaults.
+
+    Returns:
+        The request: its target, its steps' dbt argv lists and the run-level settings.
+
+    Raises:
+        InvalidRequest: one line naming the first problem and how to fix it.
+    """
+    params = RunParameters.parse(values)
+    _check_target(project, params.target)
+    job_options: dict[str, list[str]] = {}
+    if params.select is not None:
+        job_options["--select"] = check_selection("select", params.select)
+    if params.exclude is not None:
+        job_options["--exclude"] = check_selection("exclude", params.exclude)
+    if params.selector is not None:
+        job_options["--selector"] = [_selector_name(project, "selector", params.selector)]
+    if params.full_refresh:
+        job_options["--full-refresh"] = []
+    if params.fail_fast:
+        job_options["--fail-fast"] = []
+    if params.state is not None:
+        job_options["--state"] = [_state_path("state", params.state)]
+    if params.defer:
+        job_options["--defer"] = []
+    if params.threads is not None:
+        job_options["--threads"] = [str(params.threads)]
+    if params.vars is not None:
+        job_options["--vars"] = [check_mapping("vars", params.vars)]
+
+    texts = params.steps or [params.command]
+    parsed = [_parse_step(project, f"steps[{i}]" if params.steps else "command", t) for i, t in enumerate(texts)]
+    if params.source_freshness:
         parsed.insert(0, ("source freshness", {}, [], False))
-    if generate_docs:
+    if params.generate_docs:
         parsed.append(("docs generate", {}, [], False))
 
     _check_job_options_apply(job_options, [p[0] for p in parsed])
     built = [
-        _assemble(project, target, cmd, opts, positionals, fatal, job_options)
+        _assemble(project, params.target, cmd, opts, positionals, fatal, job_options)
         for cmd, opts, positionals, fatal in parsed
     ]
-    return RunRequest(project, target, built, timeout, engine, parameters, on_overlap)
+    return RunRequest(
+        project, params.target, built, params.timeout_seconds, params.engine, params.model_dump(), params.on_overlap
+    )
 
 
 def _check_target(project: Project, target: str) -> None:
-    if not isinstance(target, str) or target not in project.targets:
+    if target not in project.targets:
         known = ", ".join(project.targets) or "none"
         raise InvalidRequest(
             f"unknown target {target!r}: profile {project.profile_name!r} in "
             f"{project.profiles_path} defines {known}; pass one of them"
         )
-
-
-def _step_texts(command: str, steps: Sequence[str] | None) -> list[str]:
-    if steps is None:
-        if not isinstance(command, str) or not command.strip():
-            raise InvalidRequest("command is empty: pass a dbt command such as 'build'")
-        return [command]
-    if isinstance(steps, str) or not isinstance(steps, Sequence):
-        raise InvalidRequest(
-            'steps must be a list of dbt commands, e.g. ["source freshness", "build --select tag:daily"]'
-        )
-    if not steps:
-        raise InvalidRequest("steps is empty: give at least one dbt command, or leave steps unset to use command")
-    for i, text in enumerate(steps):
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidRequest(f"steps[{i}] is empty: each step is a dbt command such as 'build'")
-    return list(steps)
 
 
 def _parse_step(project: Project, where: str, text: str) -> tuple[str, dict[str, list[str]], list[str], bool]:
@@ -391,15 +324,15 @@ def _check_option(project: Project, where: str, name: str, kind: str, values: li
     if kind == FLAG:
         return []
     if kind == SELECTION:
-        return _selection(where, values)
+        return check_selection(where, values)
     value = values[0]
     if kind == NAME:
-        return [_selector_name(project, where, value) if name == "--selector" else _identifier(where, value)]
+        return [_selector_name(project, where, value) if name == "--selector" else check_identifier(where, value)]
     if kind == INT:
-        number = _int(where, value)
-        return [str(_threads(where, number) if name == "--threads" else _positive(where, number))]
+        number = check_int(where, value)
+        return [str(check_threads(where, number) if name == "--threads" else check_positive(where, number))]
     if kind == MAPPING:
-        return [_mapping(where, value)]
+        return [check_mapping(where, value)]
     if kind == PATH:
         return [_state_path(where, value)]
     if kind == CHOICE:
@@ -411,96 +344,12 @@ def _check_option(project: Project, where: str, name: str, kind: str, values: li
     return [value]
 
 
-def _selection(where: str, value: str | Sequence[str]) -> list[str]:
-    """dbt selector syntax, one token per element; unions by space, intersections by comma."""
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):
-        raise InvalidRequest(f"{where} must be a string or a list of strings, e.g. 'tag:daily +fct_orders'")
-    if any(c in v for v in values for c in "\n\r"):
-        raise InvalidRequest(f"{where} contains a line break: separate selectors with spaces")
-    tokens = [t for v in values for t in v.split()]
-    if not tokens:
-        raise InvalidRequest(f"{where} is empty: leave it unset, or give a selector such as 'tag:daily'")
-    for token in tokens:
-        bad = SHELL_TEXT.search(token)
-        if token.startswith("-"):
-            raise InvalidRequest(f"{where}: {token!r} starts with '-'; it would be read as an option, not a selector")
-        if bad:
-            raise InvalidRequest(f"{where}: {token!r} contains {bad.group()!r}, which is not dbt selector syntax")
-        if not SELECTOR_TOKEN.match(token):
-            raise InvalidRequest(
-                f"{where}: {token!r} is not dbt selector syntax (e.g. 'my_model', '+tag:daily', 'path:models/marts')"
-            )
-        for atom in token.split(","):
-            method = re.sub(r"^(?:@|\d*\+)", "", atom).partition(":")
-            if method[1] and method[0].split(".")[0] not in SELECTOR_METHODS:
-                raise InvalidRequest(f"{where}: unknown selector method {method[0]!r} in {token!r}")
-    return tokens
-
-
 def _selector_name(project: Project, where: str, name: str) -> str:
-    _identifier(where, name)
+    check_identifier(where, name)
     if name not in project.selectors:
         known = ", ".join(project.selectors) or "none"
         raise InvalidRequest(f"{where}: no selector {name!r} in selectors.yml (defined: {known})")
     return name
-
-
-def _identifier(where: str, value: str) -> str:
-    if not isinstance(value, str) or not IDENTIFIER.match(value):
-        raise InvalidRequest(f"{where}: {value!r} is not a plain name (letters, digits, _ and -)")
-    return value
-
-
-def _int(where: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise InvalidRequest(f"{where} must be a whole number, not {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{where} must be a whole number, not {value!r}") from None
-
-
-def _positive(where: str, number: int) -> int:
-    if number < 1:
-        raise InvalidRequest(f"{where} must be 1 or more, not {number}")
-    return number
-
-
-def _threads(where: str, value: Any) -> int:
-    number = _int(where, value)
-    if not 1 <= number <= MAX_THREADS:
-        raise InvalidRequest(f"{where} must be between 1 and {MAX_THREADS}, not {number}")
-    return number
-
-
-def _timeout(value: Any) -> int | None:
-    if value is None:
-        return None
-    number = _int("timeout_seconds", value)
-    if not 1 <= number <= MAX_TIMEOUT_SECONDS:
-        raise InvalidRequest(
-            f"timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS} (7 days), not {number}; "
-            "leave it unset for no limit"
-        )
-    return number
-
-
-def _mapping(where: str, value: Mapping[str, Any] | str) -> str:
-    """A mapping, or a JSON/YAML text of one, as the JSON text dbt's --vars/--args expect."""
-    if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value) if value.strip() else {}
-        except yaml.YAMLError as exc:
-            problem = str(exc).splitlines()[0]
-            raise InvalidRequest(
-                f'{where} is not valid JSON or YAML ({problem}); pass e.g. \'{{"key": "value"}}\''
-            ) from None
-    if not isinstance(value, Mapping):
-        raise InvalidRequest(f'{where} must be a mapping such as {{"key": "value"}}, not a {type(value).__name__}')
-    if not all(isinstance(k, str) for k in value):
-        raise InvalidRequest(f"{where} keys must be strings")
-    return json.dumps(dict(value), default=str, sort_keys=True)
 
 
 def _state_path(where: str, value: str) -> str:
