@@ -28,6 +28,7 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from dbtflow.errors import UserError
+from dbtflow.settings import DEPLOYMENT
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="dbt Cloud: import its jobs as Prefect schedules.")
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -92,9 +93,7 @@ def import_jobs_command(
         list[str] | None,
         typer.Option("--target-map", help="ENVIRONMENT=TARGET: dbt Cloud environment (name or id) -> profile target."),
     ] = None,
-    deployment: Annotated[str, typer.Option(help="The Prefect deployment the schedules belong to.")] = (
-        "run_dbt_wg/dbt_wg"
-    ),
+    deployment: Annotated[str, typer.Option(help="The Prefect deployment the schedules belong to.")] = DEPLOYMENT,
     project_dir: Annotated[
         Path | None, typer.Option(help="The dbt project: validate every imported job against it.")
     ] = None,

@@ -33,12 +33,12 @@ from rich.console import Console
 
 from dbtflow.cli._cloud import _ids, _OneLineCommand
 from dbtflow.errors import UserError
+from dbtflow.settings import DEPLOYMENT
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 out = Console(soft_wrap=True, highlight=False)
 CLIENT_OPTIONS: dict[str, Any] = {}
 OneLine = _OneLineCommand  # usage errors as one line, exit 2 (register the commands with cls=OneLine)
-DEPLOYMENT = "run_dbt_wg/dbt_wg"
 
 Account = Annotated[str | None, typer.Option("--account", envvar="DBT_CLOUD_ACCOUNT_ID", help="dbt Cloud account id.")]
 BaseUrl = Annotated[

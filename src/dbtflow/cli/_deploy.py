@@ -30,21 +30,20 @@ import typer
 from rich.console import Console
 
 from dbtflow.errors import UserError
+from dbtflow.settings import DEPLOYMENT, DEPLOYMENT_NAME, ENTRYPOINT
 
 schedules_app = typer.Typer(no_args_is_help=True, add_completion=False, help="A deployment's schedules.")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
-DEPLOYMENT = "run_dbt_wg/dbt_wg"
-ENTRYPOINT = "flows/dbt_wg_flow.py:run_dbt_wg"
 CLOUD_COMMANDS = """\
 # 1. Deploy from the repository on a Prefect Cloud managed pool (Python 3.12, the pinned runtime):
-uvx prefect-cloud deploy {entrypoint} --from {repo} --name dbt_wg --with-python 3.12 \\
+uvx prefect-cloud deploy {entrypoint} --from {repo} --name {name} --with-python 3.12 \\
     --with-requirements requirements-prefect.txt --parameter command=build --parameter target=dev
 # 2. Give it the dev and prod schedules with their own parameters (prefect-cloud keeps only one):
 dbtflow schedules apply prefect.yaml
 # 3. An ad-hoc run with overrides, followed until it ends:
-uvx prefect-cloud run run_dbt_wg/dbt_wg --parameter target=prod --parameter vars='{{"key":"value"}}' --follow"""
+uvx prefect-cloud run {deployment} --parameter target=prod --parameter vars='{{"key":"value"}}' --follow"""
 
 
 def _fail(exc: UserError) -> typer.Exit:
@@ -55,7 +54,7 @@ def _fail(exc: UserError) -> typer.Exit:
 @schedules_app.command("apply")
 def apply_schedules(
     file: Annotated[Path, typer.Argument(help="A schedules file or prefect.yaml.")] = Path("prefect.yaml"),
-    deployment: Annotated[str | None, typer.Option(help="flow/deployment, e.g. run_dbt_wg/dbt_wg.")] = None,
+    deployment: Annotated[str | None, typer.Option(help=f"flow/deployment, e.g. {DEPLOYMENT}.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the changes; change nothing.")] = False,
     project_dir: Annotated[Path | None, typer.Option(help="Check each schedule's parameters against it.")] = None,
 ) -> None:
@@ -100,14 +99,20 @@ def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path 
 
 def deploy(
     prefect_file: Annotated[Path, typer.Option(help="The prefect.yaml to deploy from.")] = Path("prefect.yaml"),
-    name: Annotated[str, typer.Option(help="The deployment's name in the file.")] = "dbt_wg",
+    name: Annotated[str, typer.Option(help="The deployment's name in the file.")] = DEPLOYMENT_NAME,
     print_cloud_commands: Annotated[
         bool, typer.Option("--print-cloud-commands", help="Print the Prefect Cloud quickstart commands.")
     ] = False,
 ) -> None:
     """Deploy `dbt_wg` from prefect.yaml and apply its schedules (or print the Prefect Cloud path)."""
     if print_cloud_commands:
-        out.print(CLOUD_COMMANDS.format(entrypoint=ENTRYPOINT, repo=_github_repo()), markup=False, soft_wrap=True)
+        out.print(
+            CLOUD_COMMANDS.format(
+                entrypoint=ENTRYPOINT, repo=_github_repo(), name=DEPLOYMENT_NAME, deployment=DEPLOYMENT
+            ),
+            markup=False,
+            soft_wrap=True,
+        )
         return
     if not prefect_file.is_file():
         raise _fail(UserError(f"{prefect_file} not found: run from the repository root or pass --prefect-file"))

@@ -35,12 +35,13 @@ from rich.table import Table
 
 from dbtflow.cli._cloud import _OneLineCommand
 from dbtflow.errors import UserError
+from dbtflow.settings import ALERT_URL, DEPLOYMENT
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Failure alerts (Prefect Automations).")
 out = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
-DEFAULT_DEPLOYMENT = "run_dbt_wg/dbt_wg"
+DEFAULT_DEPLOYMENT = DEPLOYMENT
 DEFAULT_RUNBOOK = Path("docs/runbook.md")
 
 
@@ -87,7 +88,7 @@ def setup(
     ] = None,
     url_env: Annotated[
         str, typer.Option(help="Environment variable holding the webhook URL (never pass the URL itself).")
-    ] = "DBTFLOW_ALERT_URL",
+    ] = ALERT_URL,
     on_warning: Annotated[
         bool, typer.Option("--on-warning/--no-on-warning", help="Also notify when a run completes with warnings.")
     ] = False,

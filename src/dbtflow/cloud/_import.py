@@ -44,9 +44,10 @@ from dbtflow.cloud._client import DbtCloudClient, Environment, Job, JobSchedule
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
 from dbtflow.run._request import build_request
+from dbtflow.settings import DEPLOYMENT
 
 DEFAULT_OUTPUT = Path("deploy/schedules.yaml")
-DEFAULT_DEPLOYMENT = "run_dbt_wg/dbt_wg"
+DEFAULT_DEPLOYMENT = DEPLOYMENT
 GENERAL_NOTE = (
     "not imported from dbt Cloud at all: environment variables, connections and credentials (use Prefect "
     "blocks: `dbtflow blocks setup`), notifications (`dbtflow notify setup`)"

@@ -49,6 +49,7 @@ from dbtflow.cutover._journal import Journal, JournalStore
 from dbtflow.deploy import _schedules as schedules
 from dbtflow.deploy._history import Actor, now_iso
 from dbtflow.errors import UserError
+from dbtflow.settings import DEPLOYMENT
 
 OTHER_TRIGGERS = ("github_webhook", "git_provider_webhook", "on_merge")
 
@@ -141,7 +142,7 @@ def choose(
     specs: list[schedules.ScheduleSpec] = []
     if file is not None:
         deployment, specs = schedules.load(file, deployment)
-    deployment = deployment or "run_dbt_wg/dbt_wg"
+    deployment = deployment or DEPLOYMENT
     by_slug = {s.slug: s for s in specs}
     chosen = list(dict.fromkeys(slugs or [s.slug for s in specs]))
     if not chosen:

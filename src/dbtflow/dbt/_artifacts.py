@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from dbtflow.errors import UserError
+from dbtflow.settings import Settings
 
 
 def _stdlib_loads(data: bytes | str) -> Any:
@@ -72,7 +72,7 @@ class ArtifactError(UserError):
 
 def runs_root() -> Path:
     """Where run folders are kept: DBTFLOW_RUNS_DIR, else `.dbtflow/runs` in the current folder."""
-    return Path(os.environ.get("DBTFLOW_RUNS_DIR") or Path.cwd() / ".dbtflow" / "runs")
+    return Settings.from_env().runs_dir
 
 
 @dataclass(slots=True)

@@ -50,8 +50,9 @@ from pydantic import SecretStr
 
 from dbtflow.deploy._schedules import find_deployment
 from dbtflow.errors import UserError
+from dbtflow.settings import DEPLOYMENT
 
-DEFAULT_DEPLOYMENT = "run_dbt_wg/dbt_wg"
+DEFAULT_DEPLOYMENT = DEPLOYMENT
 DEFAULT_BLOCK_NAME = "dbtflow-alerts"
 FAILED_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut")
 WARNED_EVENT = "dbtflow.run.warned"  # emitted by dbtflow.flow when a run completes with warnings

@@ -107,11 +107,9 @@ def plan_attempt(request: RunRequest, folder: Path, number: int) -> Attempt:
 
 def retry_step(original: Step, target: str) -> Step:
     """`dbt retry` standing for `original`: its vars and threads (the only overrides dbt retry takes)."""
-    argv = ["retry"]
-    for flag in ("--vars", "--threads"):
-        if flag in original.argv:
-            argv += [flag, original.argv[original.argv.index(flag) + 1]]
-    return Step("retry", [*argv, "--target", target], original.fatal)
+    kept = tuple((name, value) for name, value in original.run_options if name in ("--vars", "--threads"))
+    argv = ["retry", *original.options_argv("--vars", "--threads")]
+    return Step("retry", [*argv, "--target", target], original.fatal, (("--target", target), *kept))
 
 
 def earlier_reports(attempt: Attempt, folder: Path) -> list[StepReport]:

@@ -47,6 +47,7 @@ from dbtflow.run._outcome import ParseInfo, StepOutcome
 from dbtflow.run._reporter import NodeReporter
 from dbtflow.run._request import Step
 from dbtflow.run._stopper import EventListener, Stopper
+from dbtflow.settings import PROJECT_DIR
 
 Engine = Literal["fast", "prefect-dbt"]
 event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
@@ -73,7 +74,7 @@ class StepPaths:
 def run_step(
     step: Step, paths: StepPaths, engine: Engine = "fast", index: int = 0, stopper: Stopper | None = None
 ) -> StepOutcome:
-    os.environ["DBTFLOW_PROJECT_DIR"] = str(paths.project_dir)
+    os.environ[PROJECT_DIR] = str(paths.project_dir)
     warehouse.bound_snowflake_retries()
     warehouse.start_step()
     stopper = stopper or Stopper()
@@ -140,10 +141,7 @@ def _parse(
                     "PartialParsingSkipParsing"):  # fmt: skip
             seen[name] = getattr(event.data, "reason", "") or ""
 
-    globals_ = []
-    for flag in ("--target", "--vars", "--threads"):
-        if flag in step.argv:
-            globals_ += [flag, step.argv[step.argv.index(flag) + 1]]
+    globals_ = step.options_argv("--target", "--vars", "--threads")
     started = time.perf_counter()
     runner = dbtRunner(callbacks=[probe, *callbacks])
     result = stopper.call(lambda: runner.invoke(["parse", *globals_, *common]))

@@ -176,6 +176,11 @@ class Step:
     command: str
     argv: list[str]
     fatal: bool = True
+    run_options: tuple[tuple[str, str], ...] = ()  # --target/--vars/--threads as given, for `dbt parse` and `retry`
+
+    def options_argv(self, *names: str) -> list[str]:
+        """The step's run-level options among `names` (e.g. `--vars`), as argv: `[name, value, ...]`."""
+        return [part for name, value in self.run_options if name in names for part in (name, value)]
 
     @property
     def builds(self) -> bool:
@@ -418,4 +423,5 @@ def _assemble(
     argv = cmd.split() + positionals
     for name, values in merged.items():
         argv += [name, *values]
-    return Step(cmd, [*argv, "--target", target], fatal)
+    run_options = [(name, merged[name][0]) for name in ("--vars", "--threads") if name in merged]
+    return Step(cmd, [*argv, "--target", target], fatal, (("--target", target), *run_options))

@@ -25,7 +25,6 @@ Pitfalls
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,8 +33,8 @@ from dbt.adapters.factory import FACTORY
 from snowflake.connector.backoff_policies import exponential_backoff
 from snowflake.connector.errors import OperationalError
 
-RETRY_SECONDS_ENV = "DBTFLOW_SNOWFLAKE_RETRY_SECONDS"
-DEFAULT_RETRY_SECONDS = 120
+from dbtflow.settings import SNOWFLAKE_RETRY_SECONDS, Settings
+
 _given_up: set[str] = set()  # hosts given up on in this step
 
 
@@ -58,8 +57,7 @@ def start_step() -> None:
 
 
 def retry_seconds() -> int:
-    raw = os.environ.get(RETRY_SECONDS_ENV, "")
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_RETRY_SECONDS
+    return Settings.from_env().snowflake_retry_seconds
 
 
 def _bounded_backoff(host: str) -> Callable[[], Iterator[int]]:
@@ -70,7 +68,7 @@ def _bounded_backoff(host: str) -> Callable[[], Iterator[int]]:
                 _given_up.add(host)
                 raise OperationalError(
                     msg=f"Snowflake at {host} did not answer for {waited} s of retries; giving up "
-                    f"({RETRY_SECONDS_ENV}={bound}): is the warehouse up and reachable from here?"
+                    f"({SNOWFLAKE_RETRY_SECONDS}={bound}): is the warehouse up and reachable from here?"
                 )
             sleep = 0 if host in _given_up else min(sleep, bound - waited)
             yield sleep  # the first value is read when a request starts, each next one after a failed try

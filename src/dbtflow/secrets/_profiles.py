@@ -51,6 +51,7 @@ from prefect.utilities.templating import resolve_variables
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
 from dbtflow.secrets._keys import check_private_key
+from dbtflow.settings import BLOCK_VALUE_PREFIX
 
 PREFECT_REFERENCE = re.compile(r"\{\{\s*prefect\.(blocks|variables)\.")
 BLOCK_REFERENCE = re.compile(r"\{\{\s*prefect\.blocks\.([\w-]+)\.([\w-]+)((?:\.[\w\[\]-]+)*)\s*\}\}")
@@ -147,7 +148,7 @@ class _BlockResolver:
         block, path, raw = self._lookup(match)
         slug, name = match[1], match[2]
         secret = self._is_secret(slug, name, path)
-        prefix = "DBT_ENV_SECRET_DBTFLOW_" if secret else "DBTFLOW_BLOCK_"
+        prefix = "DBT_ENV_SECRET_DBTFLOW_" if secret else BLOCK_VALUE_PREFIX
         var = prefix + re.sub(r"[^A-Za-z0-9]+", "_", f"{slug}_{name}_{path}").strip("_").upper()
         if isinstance(raw, dict | list):
             raise UserError(
