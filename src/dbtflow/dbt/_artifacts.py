@@ -19,7 +19,7 @@ Contract
 
 Pitfalls
 - `dbt compile` and `dbt docs generate` write run_results with every node `success`; callers
-  that want what was *built* use the step whose `builds` is true (see `request.BUILDING`).
+  that want what was *built* use the step whose `builds` is true (see `dbtflow.dbt._commands.BUILDING`).
 - Ephemeral models never appear in run_results; tests have `relation_name: null`; generic
   tests have an empty checksum (`{"name": "none"}`), so a checksum is `None` for them.
 - `source freshness` writes sources.json, not run_results.json.

@@ -32,7 +32,6 @@ UNSUPPORTED_METHODS = {
     "result": "needs the previous run's results that run used",
     "source_status": "needs the sources.json files that run compared",
     "version": "needs model version metadata parity does not read",
-    "wildcard": "is not evaluated by parity",
 }
 _BY_NAME = ("exposure", "metric", "semantic_model", "saved_query")
 

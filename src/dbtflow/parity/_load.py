@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from dbtflow.dbt._artifacts import ArtifactError, Document, NodeResult, StepArtifacts, no_gc, step_from_json
+from dbtflow.dbt._commands import BUILDING
 from dbtflow.dbt._selection import Selection, evaluate
 from dbtflow.errors import UserError
 
-BUILDING = ("build", "run", "test", "seed", "snapshot", "retry")
 WHY_NOT = {
     "compile": "compiles only; its run_results mark every node success",
     "docs generate": "docs only; its run_results mark every node success",

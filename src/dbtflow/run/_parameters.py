@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dbtflow.dbt._commands import SELECTOR_METHODS
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
 
@@ -44,30 +45,6 @@ OVERLAP = ("wait", "cancel")  # what a run does when another run of its target h
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 # dbt selector grammar, token by token: graph operators around a method:value or a name.
-SELECTOR_METHODS = [
-    "tag",
-    "path",
-    "file",
-    "fqn",
-    "package",
-    "config",
-    "test_name",
-    "test_type",
-    "state",
-    "exposure",
-    "metric",
-    "result",
-    "source",
-    "source_status",
-    "group",
-    "access",
-    "version",
-    "semantic_model",
-    "saved_query",
-    "unit_test",
-    "resource_type",
-    "wildcard",
-]
 _VALUE = r"[A-Za-z0-9_*?\[\]./\-]+"
 _METHOD = r"(?:[a-z_]+(?:\.[A-Za-z0-9_]+)*:)"
 _ATOM = rf"(?:@|\d*\+)?{_METHOD}?{_VALUE}(?:\+\d*)?"

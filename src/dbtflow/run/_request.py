@@ -26,6 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dbtflow.dbt._commands import (
+    ALIASED_COMMANDS,
+    ALIASES,
+    BUILDING,
+    CHOICE,
+    CHOICES,
+    COMMANDS,
+    FLAG,
+    INT,
+    MANAGED,
+    MAPPING,
+    NAME,
+    OPTIONS,
+    PATH,
+    SELECTION,
+    TWO_WORD,
+)
 from dbtflow.dbt._project import Project
 from dbtflow.run._parameters import (
     IDENTIFIER,
@@ -38,135 +55,6 @@ from dbtflow.run._parameters import (
     check_selection,
     check_threads,
 )
-
-# Option kinds: how the value(s) after an option are checked.
-FLAG, SELECTION, NAME, INT, MAPPING, PATH, CHOICE, TEXT = (
-    "flag",
-    "selection",
-    "name",
-    "int",
-    "mapping",
-    "path",
-    "choice",
-    "text",
-)
-
-RESOURCE_TYPES = [
-    "analysis",
-    "exposure",
-    "metric",
-    "model",
-    "saved_query",
-    "seed",
-    "semantic_model",
-    "snapshot",
-    "source",
-    "test",
-    "unit_test",
-    "function",
-    "all",
-    "default",
-]
-CHOICES: dict[str, tuple[str, ...]] = {
-    "--resource-type": tuple(RESOURCE_TYPES),
-    "--exclude-resource-type": tuple(RESOURCE_TYPES),
-    "--indirect-selection": ("eager", "cautious", "buildable", "empty"),
-    "--output": ("json", "name", "path", "selector", "text"),
-}
-
-# Long option -> kind. Short aliases map onto these.
-OPTIONS: dict[str, str] = {
-    "--select": SELECTION,
-    "--exclude": SELECTION,
-    "--selector": NAME,
-    "--full-refresh": FLAG,
-    "--fail-fast": FLAG,
-    "--threads": INT,
-    "--vars": MAPPING,
-    "--state": PATH,
-    "--defer": FLAG,
-    "--favor-state": FLAG,
-    "--resource-type": CHOICE,
-    "--exclude-resource-type": CHOICE,
-    "--indirect-selection": CHOICE,
-    "--store-failures": FLAG,
-    "--empty": FLAG,
-    "--warn-error": FLAG,
-    "--output": CHOICE,
-    "--output-keys": NAME,
-    "--args": MAPPING,
-    "--inline": TEXT,
-    "--limit": INT,
-    "--no-compile": FLAG,
-    "--static": FLAG,
-    "--empty-catalog": FLAG,
-}
-ALIASES = {
-    "-s": "--select",
-    "-m": "--select",
-    "--models": "--select",
-    "--model": "--select",
-    "-f": "--full-refresh",
-    "-x": "--fail-fast",
-}
-MANAGED = {
-    "--target": "set `target` as a run parameter, not inside a step",
-    "-t": "set `target` as a run parameter, not inside a step",
-    "--profiles-dir": "dbtflow resolves profiles itself; pass --profiles-dir to `dbtflow run`",
-    "--project-dir": "dbtflow binds the project; pass --project-dir to `dbtflow run`",
-    "--target-path": "dbtflow keeps each run's artifacts; remove --target-path",
-    "--log-path": "dbtflow keeps each run's dbt.log; remove --log-path",
-    "--profile": "the profile comes from dbt_project.yml; remove --profile",
-}
-
-_SEL = ("--select", "--exclude", "--selector")
-_DEFER = ("--state", "--defer", "--favor-state")
-_COMMON = ("--threads", "--vars", "--warn-error")
-# Subcommand -> the options it accepts (a subset of dbt's own, the ones a job needs).
-COMMANDS: dict[str, frozenset[str]] = {
-    name: frozenset(opts)
-    for name, opts in {
-        "build": (
-            *_SEL,
-            *_DEFER,
-            *_COMMON,
-            "--full-refresh",
-            "--fail-fast",
-            "--resource-type",
-            "--exclude-resource-type",
-            "--indirect-selection",
-            "--store-failures",
-            "--empty",
-        ),
-        "run": (*_SEL, *_DEFER, *_COMMON, "--full-refresh", "--fail-fast", "--empty"),
-        "test": (
-            *_SEL,
-            *_DEFER,
-            *_COMMON,
-            "--fail-fast",
-            "--resource-type",
-            "--exclude-resource-type",
-            "--indirect-selection",
-            "--store-failures",
-        ),
-        "seed": (*_SEL, *_DEFER, *_COMMON, "--full-refresh", "--fail-fast"),
-        "snapshot": (*_SEL, *_DEFER, *_COMMON, "--fail-fast", "--empty"),
-        "source freshness": (*_SEL, *_COMMON),
-        "docs generate": (*_SEL, *_COMMON, "--no-compile", "--static", "--empty-catalog"),
-        "compile": (*_SEL, *_DEFER, *_COMMON, "--full-refresh", "--inline", "--empty"),
-        "ls": (*_SEL, "--state", "--vars", "--resource-type", "--exclude-resource-type", "--output", "--output-keys"),
-        "parse": ("--threads", "--vars"),
-        "retry": (*_COMMON, "--full-refresh", "--fail-fast"),
-        "deps": (),
-        "run-operation": ("--args", "--vars", "--threads"),
-        "show": (*_SEL[:2], *_DEFER, "--threads", "--vars", "--inline", "--limit"),
-        "clone": (*_SEL, "--state", *_COMMON, "--full-refresh", "--resource-type", "--exclude-resource-type"),
-    }.items()
-}
-ALIASED_COMMANDS = {"list": "ls"}
-TWO_WORD = {"source": "freshness", "docs": "generate"}
-# Subcommands whose run_results describe what was built (parity and summaries key on these).
-BUILDING = frozenset({"build", "run", "test", "seed", "snapshot", "retry", "clone"})
 
 
 @dataclass(frozen=True)
