@@ -14,9 +14,10 @@ from dbtflow import cli
 from dbtflow.cloud._client import Job, JobSchedule
 from dbtflow.cloud._import import (
     Untranslatable,
-    cron_sets,
+    check_cron,
     job_parameters,
     parse_target_map,
+    same_schedule,
     schedule_to_cron,
     translate,
 )
@@ -81,7 +82,6 @@ def test_dbt_clouds_reported_cron_wins_when_it_means_something_else() -> None:
         schedule({"type": "custom_cron", "cron": "0 0 6 * * *"}),
         schedule({"type": "custom_cron", "cron": "H 6 * * *"}),
         schedule({"type": "custom_cron", "cron": "0 25 * * *"}),
-        schedule({"type": "custom_cron", "cron": "0 6 ? * MON"}),
     ],
 )
 def test_untranslatable_schedules_say_why(form: JobSchedule | None) -> None:
@@ -91,7 +91,7 @@ def test_untranslatable_schedules_say_why(form: JobSchedule | None) -> None:
 
 
 def test_every_cron_we_accept_is_one_prefect_accepts() -> None:
-    from prefect._internal.schemas.validators import validate_cron_string
+    from prefect.client.schemas.schedules import CronSchedule
 
     accepted = [
         "0 6 * * *",
@@ -107,8 +107,15 @@ def test_every_cron_we_accept_is_one_prefect_accepts() -> None:
         "0 6 * * 7",
     ]
     for expr in accepted:
-        cron_sets(expr)
-        assert validate_cron_string(expr) == expr
+        check_cron(expr)
+        assert CronSchedule(cron=expr).cron == expr
+
+
+def test_crons_that_fire_at_the_same_times_are_the_same_schedule() -> None:
+    assert same_schedule("0 6 * * 1-5", "0 6 * * MON-FRI")
+    assert same_schedule("0 */6 * * *", "0 0,6,12,18 * * *")
+    assert not same_schedule("0 6 * * 1-5", "0 6 * * 1-6")
+    assert not same_schedule("0 6 1 * *", "0 6 2 * *")
 
 
 def test_parameters_from_job_settings() -> None:

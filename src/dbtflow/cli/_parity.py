@@ -36,6 +36,7 @@ from uuid import UUID
 import typer
 from rich.console import Console
 
+from dbtflow._text import slug
 from dbtflow.dbt._artifacts import no_gc, runs_root
 from dbtflow.errors import UserError
 from dbtflow.parity._compare import apply_accepted, compare, load_accepted
@@ -247,4 +248,4 @@ def _prefect_folder(run: str | None, artifacts: Path | None, runs_dir: Path | No
 
 
 def _key(project: str | None) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", f"parity-{project or 'dbt'}".lower()).strip("-")
+    return slug("parity", project or "dbt")

@@ -22,16 +22,14 @@ Pitfalls
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from dbtflow._text import parse_duration
 from dbtflow.errors import UserError
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
 FUTURE_SLACK = timedelta(minutes=5)
 
 
@@ -56,10 +54,8 @@ class ParityEvidence:
 
 
 def parse_age(text: str) -> timedelta:
-    match = _AGE.match(text or "")
-    if not match:
-        raise UserError(f"--max-parity-age {text!r} is not an age: pass e.g. 7d, 36h, 90m or 2w")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    """`--max-parity-age`: `7d`, `36h`, `90m`, `2w`, or a plain number of days."""
+    return parse_duration(text, "--max-parity-age", noun="an age", bare_unit="d")
 
 
 def human_age(age: timedelta) -> str:

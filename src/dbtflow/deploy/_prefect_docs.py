@@ -29,14 +29,14 @@ import httpx
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import ArtifactCreate
 
+from dbtflow._text import slug
 from dbtflow.errors import UserError
 
 _FENCE = re.compile(r"```json\n(.*)\n```\s*$", re.S)
 
 
 def artifact_key(*parts: str) -> str:
-    text = "-".join(parts).lower()
-    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text)).strip("-")
+    return slug(*parts)
 
 
 def render(doc: dict[str, Any], title: str, summary: list[str]) -> str:

@@ -56,6 +56,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
+from dbtflow._text import parse_duration
 from dbtflow.deploy._notify import automation_name
 from dbtflow.errors import UserError
 from dbtflow.run._parameters import DEFAULT_TARGET
@@ -63,8 +64,6 @@ from dbtflow.run._parameters import DEFAULT_TARGET
 FINISHED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 NODE_TYPES = ("model", "test", "seed", "snapshot", "unit_test", "source", "analysis", "operation", "exposure")
 _MESSAGE_NODE = re.compile(rf"\b({'|'.join(NODE_TYPES)}) ([\w.\-]+) (?:error|fail|runtime error)\b")
-_DURATION = re.compile(r"(\d+)\s*([mhdw])")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 CRITERIA_KEYS = {
     "target",
     "min_scheduled_runs",
@@ -145,17 +144,8 @@ class Status:
 
 
 def parse_since(text: str) -> timedelta:
-    """`7d`, `24h`, `90m`, `2w`, `1d12h` -> a timedelta; UserError otherwise."""
-    cleaned = text.strip().lower()
-    parts = _DURATION.findall(cleaned)
-    if not parts or _DURATION.sub("", cleaned).strip():
-        raise UserError(f"--since {text!r} is not a duration: use e.g. 7d, 24h, 90m or 2w")
-    delta = timedelta(**{_UNITS[unit]: 0 for unit in _UNITS})
-    for amount, unit in parts:
-        delta += timedelta(**{_UNITS[unit]: int(amount)})
-    if delta <= timedelta(0):
-        raise UserError(f"--since {text!r} must be longer than zero")
-    return delta
+    """`--since`: `7d`, `24h`, `90m`, `2w`, `1d12h` -> a timedelta; UserError otherwise."""
+    return parse_duration(text, "--since")
 
 
 def nodes_from_message(message: str | None) -> list[str]:

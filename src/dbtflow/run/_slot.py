@@ -22,7 +22,6 @@ Pitfalls
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from prefect.concurrency._events import emit_concurrency_acquisition_events, emi
 from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from dbtflow._text import slug
 from dbtflow.run._reporter import api_client
 from dbtflow.run._request import RunRequest
 
@@ -43,7 +43,7 @@ LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after
 
 def slot_name(request: RunRequest) -> str:
     """The Prefect global concurrency limit (of 1) that keeps two runs of one target apart."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"dbt-{request.project.name}-{request.target}".lower()).strip("-")
+    return slug("dbt", request.project.name, request.target)
 
 
 @contextlib.contextmanager
