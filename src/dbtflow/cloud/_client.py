@@ -42,7 +42,6 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -225,11 +224,6 @@ class Environment(_Model):
     dbt_version: str | None = None
     use_custom_branch: bool | None = False
     custom_branch: str | None = None
-
-
-class Project(_Model):
-    id: int
-    name: str
 
 
 _STEP_COMMAND = re.compile(r"`(?:dbt\s+)?([^`]+)`")
@@ -476,13 +470,6 @@ class DbtCloudClient:
 
     # -- API ---------------------------------------------------------------------------------
 
-    def get_account(self) -> dict[str, Any]:
-        data: dict[str, Any] = self._json("GET", self._path(""), "read the account")["data"]
-        return data
-
-    def list_projects(self) -> list[Project]:
-        return [Project.model_validate(p) for p in self._paginate("projects/", "list projects", {}, None)]
-
     def list_environments(self, project_id: int | None = None) -> list[Environment]:
         items = self._paginate("environments/", "list environments", {"project_id": project_id}, None)
         return [Environment.model_validate(e) for e in items]
@@ -570,24 +557,12 @@ class DbtCloudClient:
         runs = self.list_runs(job_id, status=RunStatus.SUCCESS, order_by="-id", max_items=1)
         return self.get_run(runs[0].id) if runs else None
 
-    def list_artifacts(self, run_id: int) -> list[str]:
-        data = self._json("GET", self._path(f"runs/{int(run_id)}/artifacts/"), f"list artifacts of run {run_id}")
-        return [str(p) for p in data["data"] or []]
-
     def download_artifact(self, run_id: int, path: str, step: int | None = None) -> bytes:
         """One artifact file (e.g. `run_results.json`) of a run; of step `step` (its index) if given."""
         what = f"download {path} of run {run_id}" + (f" step {step}" if step is not None else "")
         params = {"step": int(step)} if step is not None else {}
         url = self._path(f"runs/{int(run_id)}/artifacts/{path.lstrip('/')}")
         return self._send("GET", url, what, params=params, follow_redirects=True).content
-
-    def download_artifact_to(self, run_id: int, path: str, dest: Path, step: int | None = None) -> Path:
-        """Like `download_artifact`, written to `dest` atomically (a partial file never remains)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(dest.name + ".partial")
-        partial.write_bytes(self.download_artifact(run_id, path, step))
-        partial.replace(dest)
-        return dest
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -162,14 +162,6 @@ def setup(
     return Result(name, action, automation_id, block, block_action, sorted(wanted.trigger.expect), len(existing[1:]))
 
 
-def read(name: str) -> Any | None:
-    """The automation of that name, or None (for `status` and tests)."""
-
-    with get_client(sync_client=True) as client:
-        found = client.read_automations_by_name(name)
-    return found[0] if found else None
-
-
 def _block(
     client: Any, block_ref: str | None, channel: str | None, url: str | None, ask_url: Callable[[], str | None] | None
 ) -> tuple[UUID, str, str]:
