@@ -102,6 +102,21 @@ def run(
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
+    final, run_folder = _run_flow(project, params)
+    if run_folder is None or not (run_folder / "run.json").exists():
+        raise typer.Exit(1)
+    code = _print_outcome(run_folder)
+    if final is None:
+        # The API is gone: Prefect's exit hooks would retry every unsent event and log line for
+        # minutes. The warning is printed and dbt's artifacts are kept, so leave without them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+def _run_flow(project: Any, params: dict[str, Any]) -> tuple[Any, Path | None]:
+    """Run the generic flow in-process with a progress bar; (its final state or None, the run's folder)."""
     # Prefect's ephemeral API (no PREFECT_API_URL) takes ~20 s to start on 2 cores; give it room,
     # and keep its telemetry off: it cannot reach out from here and only adds noise.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -123,22 +138,18 @@ def run(
         finally:
             event_listeners.reset(token)
     run_folder = runs_root() / str(final.state_details.flow_run_id) if final else LATEST_RUN[0]
-    if run_folder is None or not (run_folder / "run.json").exists():
-        raise typer.Exit(1)
+    return final, run_folder
+
+
+def _print_outcome(run_folder: Path) -> int:
+    """Print the run's summary, its status line and its folder; the exit code (0 completed, 1 otherwise)."""
     record = json.loads((run_folder / "run.json").read_text())
     summary = run_folder / "summary.md"
     if summary.exists():
         out.print(Markdown(summary.read_text()))
     out.print(f"{record.get('status', 'failed')}: {record.get('message', '')}", markup=False, soft_wrap=True)
     out.print(f"artifacts: {run_folder}", markup=False, highlight=False)
-    code = 0 if record.get("status") == "completed" else 1
-    if final is None:
-        # The API is gone: Prefect's exit hooks would retry every unsent event and log line for
-        # minutes. The warning is printed and dbt's artifacts are kept, so leave without them.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise typer.Exit(code)
+    return 0 if record.get("status") == "completed" else 1
 
 
 class _NodeProgress:

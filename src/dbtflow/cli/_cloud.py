@@ -148,6 +148,13 @@ def import_jobs_command(
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
+    _print_result(result, output)
+    if strict and result.skipped:
+        raise typer.Exit(1)
+
+
+def _print_result(result: Any, output: str) -> None:
+    """What was imported, skipped (why, and what instead) and noted; on stderr when the file went to stdout."""
     report = err if output == "-" else out
     where = "stdout" if output == "-" else output
     report.print(
@@ -175,5 +182,3 @@ def import_jobs_command(
     from dbtflow.cloud._import import GENERAL_NOTE
 
     report.print(GENERAL_NOTE, markup=False)
-    if strict and result.skipped:
-        raise typer.Exit(1)

@@ -265,6 +265,54 @@ def rollback(
         )
 
 
+def _journal_cloud(
+    journal: Any, account: str | None, base_url: str | None, token_block: str | None, token_env: str
+) -> Any:
+    """The dbt Cloud client for the journal's account and host; the options, when given, must be the journal's."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.cloud._client import normalize_base_url
+
+    header = journal.doc["dbt_cloud"]
+    if account and str(account) != str(header["account_id"]):
+        raise UserError(f"--account {account} is not the journal's dbt Cloud account {header['account_id']}")
+    if base_url and normalize_base_url(base_url) != header["base_url"]:
+        raise UserError(f"--base-url {base_url} is not the journal's dbt Cloud host {header['base_url']}")
+    return _cloud_factory(str(header["account_id"]), header["base_url"], token_block, token_env)
+
+
+def _journal_undos(journal: Any, store: Any, prefect: Any, cloud: Any, plan: bool, force: bool) -> list[Any]:
+    """Settle an interrupted change (unless planning), then the journal's changes to undo, each said."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.cutover._cutover import resolve_pending
+    from dbtflow.cutover._rollback import plan_rollback
+
+    if journal.pending and not plan:
+        _say(resolve_pending(journal, store, prefect, cloud) or "")
+    elif journal.pending:
+        _say("a change was interrupted (pending in the journal): rollback settles it first")
+    undos: list[Any] = plan_rollback(journal, prefect, cloud, force)
+    _say(f"journal {store.where()}: {len(undos)} change(s) to undo")
+    for undo in undos:
+        _say(undo.line())
+    return undos
+
+
+def _deployment_target(prefect: Any, deployment: str, which: str) -> dict[str, Any]:
+    """The deploy-history entry `which` (previous, or an id) to re-apply, said with what it would do."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.deploy import _history as deploy_history
+
+    history = deploy_history.load(prefect, deployment)
+    current = deploy_history.snapshot(prefect, deployment)
+    target: dict[str, Any] = deploy_history.resolve(history, current, which)
+    verb = "= already has" if current is not None and deploy_history.same(current, target) else "~ re-apply"
+    _say(
+        f"  {verb} deployment {deployment} configuration {target['id']} recorded {target['recorded_at']} "
+        f"({target['config']['entrypoint']}, {deploy_history.git_ref(target['config'])})"
+    )
+    return target
+
+
 def _rollback(
     ctx: typer.Context,
     plan: bool,
@@ -281,10 +329,8 @@ def _rollback(
     # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
 
-    from dbtflow.cloud._client import normalize_base_url
-    from dbtflow.cutover._cutover import resolve_pending
     from dbtflow.cutover._journal import JournalStore
-    from dbtflow.cutover._rollback import apply_rollback, plan_rollback
+    from dbtflow.cutover._rollback import apply_rollback
     from dbtflow.deploy import _history as deploy_history
     from dbtflow.deploy._history import Actor
 
@@ -301,35 +347,11 @@ def _rollback(
                     f"no cutover journal at {path} nor in Prefect artifact {key!r}: nothing to roll back "
                     "(pass --journal / --journal-key if it is elsewhere)"
                 )
-            undos = []
+            undos: list[Any] = []
             if journal is not None:
-                header = journal.doc["dbt_cloud"]
-                if account and str(account) != str(header["account_id"]):
-                    raise UserError(
-                        f"--account {account} is not the journal's dbt Cloud account {header['account_id']}"
-                    )
-                if base_url and normalize_base_url(base_url) != header["base_url"]:
-                    raise UserError(f"--base-url {base_url} is not the journal's dbt Cloud host {header['base_url']}")
-                cloud = _cloud_factory(str(header["account_id"]), header["base_url"], token_block, token_env)
-                if journal.pending and not plan:
-                    _say(resolve_pending(journal, store, prefect, cloud) or "")
-                elif journal.pending:
-                    _say("a change was interrupted (pending in the journal): rollback settles it first")
-                undos = plan_rollback(journal, prefect, cloud, force)
-                _say(f"journal {store.where()}: {len(undos)} change(s) to undo")
-                for undo in undos:
-                    _say(undo.line())
-            target = None
-            if deployment_version:
-                history = deploy_history.load(prefect, deployment)
-                current = deploy_history.snapshot(prefect, deployment)
-                target = deploy_history.resolve(history, current, deployment_version)
-                same = current is not None and deploy_history.same(current, target)
-                verb = "= already has" if same else "~ re-apply"
-                _say(
-                    f"  {verb} deployment {deployment} configuration {target['id']} recorded {target['recorded_at']} "
-                    f"({target['config']['entrypoint']}, {deploy_history.git_ref(target['config'])})"
-                )
+                cloud = _journal_cloud(journal, account, base_url, token_block, token_env)
+                undos = _journal_undos(journal, store, prefect, cloud, plan, force)
+            target = _deployment_target(prefect, deployment, deployment_version) if deployment_version else None
             if plan:
                 _say("plan: nothing was changed")
                 return
