@@ -11,7 +11,11 @@ Contract
 Pitfalls
 - Prefect's own renewal (`prefect.concurrency.sync.concurrency`) stops at the first failed
   renewal, so a short API outage would let the lease lapse while dbt still runs: `_Lease`
-  keeps trying, with plain requests (no client-side retries that would block for a minute).
+  keeps trying, through the Prefect client's lease methods with its retries off
+  (`PREFECT_CLIENT_MAX_RETRIES=0` for these calls: its backoff would block for a minute).
+- Acquiring is the client's `increment_concurrency_slots_with_lease`, waiting out each 423 for
+  the server's Retry-After; the acquired/released events are Prefect's own event names, built
+  with `prefect.events.emit_event`, so the limit's page in the UI shows the run holding it.
 - An API outage longer than about LEASE_SECONDS loses the slot: a waiting run of the target
   may then start, and the run logs a warning.
 - A server restarted with in-memory lease storage (Prefect's default) forgets the lease but
@@ -24,42 +28,99 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
 from prefect import get_client, get_run_logger
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
-from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse, MinimalConcurrencyLimitResponse
+from prefect.events import Event, emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from dbtflow._text import slug
-from dbtflow.run._reporter import api_client
 from dbtflow.run._request import RunRequest
 
 LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
+REQUEST_SECONDS = 10.0  # one lease call's bound, so that a dead API is noticed and retried soon
+T = TypeVar("T")
 
 
 def slot_name(request: RunRequest) -> str:
-    """The Prefect global concurrency limit (of 1) that keeps two runs of one target apart."""
+    """The Prefect global concurrency limit (of 1) that keeps two runs of one target apart.
+
+    Args:
+        request: the validated request.
+
+    Returns:
+        `dbt-<project>-<target>`, slugged.
+    """
     return slug("dbt", request.project.name, request.target)
 
 
 @contextlib.contextmanager
 def target_slot(name: str, timeout_seconds: float | None) -> Iterator[None]:
-    """Hold the slot `name` (waiting up to `timeout_seconds`; TimeoutError if it stays taken), renewing its lease."""
+    """Hold the slot `name` (waiting up to `timeout_seconds`; TimeoutError if it stays taken), renewing its lease.
+
+    Args:
+        name: the slot (`slot_name`).
+        timeout_seconds: how long to wait for it; None waits as long as it takes.
+    """
     _ensure_limit(name)
-    acquired = acquire_concurrency_slots_with_lease(
-        [name], 1, timeout_seconds=timeout_seconds, lease_duration=LEASE_SECONDS, strict=True
-    )
-    events = emit_concurrency_acquisition_events(acquired.limits, 1)
+    acquired = _acquire(name, timeout_seconds)
+    limit = acquired.limits[0]
+    held = _limit_event("acquired", limit)
     lease = _Lease(acquired.lease_id, name)
     try:
         yield
     finally:
         lease.release()
-        emit_concurrency_release_events(acquired.limits, 1, events)
+        _limit_event("released", limit, follows=held)
+
+
+def _acquire(name: str, timeout_seconds: float | None) -> ConcurrencyLimitWithLeaseResponse:
+    """One slot of `name` under a lease, waiting out the server's 423 (slot taken) for its Retry-After."""
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+                )
+                return ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:
+                    raise
+                wait = float(exc.response.headers.get("Retry-After") or 1)
+            if deadline is not None:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"the slot {name!r} stayed taken for {timeout_seconds} s")
+                wait = min(wait, deadline - time.monotonic())
+            time.sleep(max(wait, 0))
+
+
+def _limit_event(phase: str, limit: MinimalConcurrencyLimitResponse, follows: Event | None = None) -> Event | None:
+    """Prefect's `prefect.concurrency-limit.<phase>` event for the slot (what its own `concurrency()` emits)."""
+    resource = {
+        "prefect.resource.id": f"prefect.concurrency-limit.{limit.id}",
+        "prefect.resource.name": limit.name,
+        "slots-acquired": "1",
+        "limit": str(limit.limit),
+    }
+    return emit_event(f"prefect.concurrency-limit.{phase}", resource=resource, follows=follows)
+
+
+def _no_retries(client: SyncPrefectClient, call: Callable[[SyncPrefectClient], T]) -> T:
+    """`call(client)` with the Prefect client's own retries off: the lease loop retries on its own terms."""
+    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+        return call(client)
+
+
+def _status(exc: httpx.HTTPStatusError) -> int:
+    return exc.response.status_code
 
 
 class _Lease:
@@ -67,7 +128,7 @@ class _Lease:
 
     Prefect's own renewal gives up after one failed renewal (three tries in a few seconds), so a
     short API outage would let the lease lapse while dbt still runs: here it keeps trying, with
-    plain requests (no client-side retries that would block for a minute). A server restarted
+    the client's retries off (its backoff would block for a minute). A server restarted
     with in-memory lease storage (Prefect's default) forgets the lease but keeps the slot
     counted: the lease then meets 410 before it could have expired, and the slot is taken again
     under a new lease (released by name, acquired anew), else it would stay taken forever. A
@@ -83,7 +144,7 @@ class _Lease:
         self._given_back = False  # the forgotten lease's slot was released by name
         self._stop = threading.Event()
         self._logger = get_run_logger()
-        self._http = api_client()
+        self._client = get_client(sync_client=True, httpx_settings={"timeout": REQUEST_SECONDS}).__enter__()
         self._thread = threading.Thread(target=self._loop, name="dbtflow-slot-lease", daemon=True)
         self._thread.start()
 
@@ -103,7 +164,7 @@ class _Lease:
                     else:
                         time.sleep(2)
         finally:
-            self._http.close()
+            self._client.__exit__(None, None, None)
 
     def _give_back(self) -> None:
         if self.lease_id is None:
@@ -111,8 +172,8 @@ class _Lease:
         if self._renew_status() in (404, 410):  # forgotten since the last renewal: decrement-with-lease ignores it
             self._lease_gone(retake=False)
             return
-        body = {"lease_id": str(self.lease_id)}
-        self._http.post("v2/concurrency_limits/decrement-with-lease", json=body).raise_for_status()
+        lease_id = self.lease_id
+        _no_retries(self._client, lambda client: client.release_concurrency_slots_with_lease(lease_id))
         self.lease_id = None
 
     def _loop(self) -> None:
@@ -132,13 +193,18 @@ class _Lease:
 
     def _renew_status(self) -> int:
         """Renew the lease: 2xx, or 404/410 when the server does not know it; raises while the API cannot say."""
-        response = self._http.post(
-            f"v2/concurrency_limits/leases/{self.lease_id}/renew", json={"lease_duration": LEASE_SECONDS}
-        )
-        if response.status_code not in (404, 410):
-            response.raise_for_status()
-            self._renewed = time.monotonic()
-        return response.status_code
+        lease_id = self.lease_id
+        assert lease_id is not None
+        try:
+            response: Any = _no_retries(
+                self._client, lambda client: client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
+            )
+        except httpx.HTTPStatusError as exc:
+            if _status(exc) in (404, 410):
+                return _status(exc)
+            raise
+        self._renewed = time.monotonic()
+        return int(response.status_code)
 
     def _lease_gone(self, retake: bool) -> None:
         """The server does not know the lease: it expired (the slot is free) or it was forgotten (still counted)."""
@@ -155,22 +221,25 @@ class _Lease:
         forgot = f"the Prefect server forgot the lease of the slot {self.name!r} (restarted with in-memory leases)"
         if not self._given_back:  # it still counts the slot: give it back by name, once
             held = time.monotonic() - self._acquired
-            body = {"names": [self.name], "slots": 1, "occupancy_seconds": held}
-            self._http.post("v2/concurrency_limits/decrement", json=body).raise_for_status()
+            _no_retries(self._client, lambda client: client.release_concurrency_slots([self.name], 1, held))
             self._given_back = True
         if not retake:
             self.lease_id = None
             self._logger.warning("%s; released the slot by name", forgot)
             return
-        response = self._http.post(
-            "v2/concurrency_limits/increment-with-lease",
-            json={"names": [self.name], "slots": 1, "mode": "concurrency", "lease_duration": LEASE_SECONDS},
-        )
-        if response.status_code == 423:  # another run took it meanwhile
-            self.lease_id = None
+        try:
+            response = _no_retries(
+                self._client,
+                lambda client: client.increment_concurrency_slots_with_lease(
+                    names=[self.name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+                ),
+            )
+        except httpx.HTTPStatusError as exc:
+            if _status(exc) != 423:
+                raise
+            self.lease_id = None  # another run took it meanwhile
             self._logger.warning("%s and another run took it: this run carries on without it", forgot)
             return
-        response.raise_for_status()
         self.lease_id, self._renewed = UUID(response.json()["lease_id"]), time.monotonic()
         self._forgotten, self._given_back = None, False
         self._logger.warning("%s; took the slot again under a new lease", forgot)
