@@ -2,7 +2,7 @@
 
 Contract
 - `dbtflow blocks setup --target dev` writes the blocks the target's profiles.yml refers to
-  (see `dbtflow.blocks`) and prints one line per block: created, updated or rotated with the
+  (see `dbtflow.secrets._blocks`) and prints one line per block: created, updated or rotated with the
   names of the fields it changed, or unchanged. It never prints a value.
 - Non-secret settings come from options or their environment variables
   (`--account` or DBTFLOW_SNOWFLAKE_ACCOUNT, ...); settings not given keep their stored value.

@@ -7,10 +7,10 @@ Contract
   only cutover and rollback switch schedules.
   `--print-cloud-commands` prints the Prefect Cloud quickstart instead and changes nothing.
 - Before deploying, `dbtflow deploy` records the deployment's current configuration (if it
-  exists) in its deploy history (`dbtflow.deploy_history`), which `dbtflow rollback
+  exists) in its deploy history (`dbtflow.deploy._history`), which `dbtflow rollback
   --deployment-version previous` re-applies; if it cannot record, it does not deploy.
 - `dbtflow schedules apply [FILE]` makes a deployment's schedules exactly the declared ones
-  (see `dbtflow.schedules`); `--dry-run` prints the diff and changes nothing. Idempotent.
+  (see `dbtflow.deploy._schedules`); `--dry-run` prints the diff and changes nothing. Idempotent.
 
 Pitfalls
 - Prefect is imported inside the commands: `dbtflow --help` and bad input stay fast.

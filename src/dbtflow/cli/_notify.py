@@ -1,5 +1,5 @@
 """`dbtflow notify setup` and `dbtflow status`: failure alerts and first-week monitoring (logic in
-`dbtflow.notify` and `dbtflow.status`).
+`dbtflow.deploy._notify` and `dbtflow.deploy._status`).
 
 Contract
 - `dbtflow notify setup [--deployment F/D] (--block [TYPE/]NAME | --channel slack|teams|webhook

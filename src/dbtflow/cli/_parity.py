@@ -11,7 +11,7 @@ Contract
 - Exit 0: parity holds or every difference is explained or accepted; 1: something is
   unexplained; 2: bad input (one line on stderr, no traceback).
 - `fetch_cloud_artifacts(ref, dest)` is the boundary to the dbt Cloud API client
-  (`dbtflow.dbtcloud`): it must leave `dest` in the run-store layout (`NN-<cmd>/` per step with
+  (`dbtflow.cloud._client`): it must leave `dest` in the run-store layout (`NN-<cmd>/` per step with
   manifest.json and run_results.json, plus run.json); `store_cloud_step` writes one step so.
 
 Pitfalls

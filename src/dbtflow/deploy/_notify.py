@@ -4,7 +4,7 @@ Contract
 - `setup(...)` makes sure that exactly one Automation named `automation_name(deployment)` exists,
   enabled, whose trigger is a flow run of the deployment ending `Failed`, `Crashed` or `TimedOut`
   (the events `prefect.flow-run.<state name>`) and, with `on_warning`, a run of it completing with
-  warnings (the event `dbtflow.run.warned` that `dbtflow.flow` emits, see WARNED_EVENT). Its one
+  warnings (the event `dbtflow.run.warned` that `dbtflow.run._flow` emits, see WARNED_EVENT). Its one
   action is Prefect's `SendNotification` through a notification block (Slack, Microsoft Teams,
   email, a custom webhook: any block with the `notify` capability).
 - Idempotent by name: created when missing, updated in place when it differs, left alone when it
@@ -55,7 +55,7 @@ from dbtflow.settings import DEPLOYMENT
 DEFAULT_DEPLOYMENT = DEPLOYMENT
 DEFAULT_BLOCK_NAME = "dbtflow-alerts"
 FAILED_EVENTS = ("prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut")
-WARNED_EVENT = "dbtflow.run.warned"  # emitted by dbtflow.flow when a run completes with warnings
+WARNED_EVENT = "dbtflow.run.warned"  # emitted by dbtflow.run._flow when a run completes with warnings
 CHANNELS = ("slack", "teams", "webhook")
 
 # Rendered by the Prefect server (prefect.server.utilities.user_templates): `flow_run`, `deployment`

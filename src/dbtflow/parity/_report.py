@@ -17,7 +17,7 @@ Pitfalls
 - Table cells are one line: messages are collapsed and `|` escaped, so a dbt error with a
   newline or a pipe cannot break the table.
 - `generated_at` is when the report was made, not when either run ran: the cutover gate
-  (`dbtflow.cutover_gate`) ages a report by it, so it must not be copied from the artifacts.
+  (`dbtflow.cutover._gate`) ages a report by it, so it must not be copied from the artifacts.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Contract
 - Flow retries (`dbt_flow(..., retries=N)`, `flow.with_options(retries=N)`, or a flow run's
   `empirical_policy.retries` set through the API) rerun from the failure: attempt N+1 reruns
   only what failed or was skipped, through `dbt retry` on the previous attempt's artifacts,
-  or the failed step in full when none of its nodes ran (see `dbtflow.attempts`). Each
+  or the failed step in full when none of its nodes ran (see `dbtflow.run._attempts`). Each
   attempt's steps get their own folders in the run's folder, and the summary says which
   attempt built which node. A timeout, an invalid request or a profile that cannot be
   resolved is final: it is never retried.
@@ -33,7 +33,7 @@ Pitfalls
   state: Prefect retries a raised exception in the same process (AwaitingRetry, then Running),
   whereas a returned Failed state ends the engine's loop in AwaitingRetry. A final failure
   with retries left lowers the run's `retries` to the attempts made, so Prefect accepts it.
-- The target's slot and its lease: see `dbtflow.slot`. The wait for the slot and dbt's own
+- The target's slot and its lease: see `dbtflow.run._slot`. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
 - dbt runs on a daemon thread so the flow can stop it at `timeout_seconds`: `invoke.Stopper`
   raises KeyboardInterrupt in that thread (dbt's own Ctrl-C path: no further node starts, its

@@ -4,7 +4,7 @@ Contract
 - `run_step(step, paths, engine, index)` runs dbt Core in this process and returns a
   `StepOutcome`: dbt's success flag, the error when dbt could not run its nodes (parse or
   compile error, connection failure), how the project was parsed, and any reporting warnings.
-  Node results come from the run_results.json dbt writes (read by `dbtflow.artifacts`).
+  Node results come from the run_results.json dbt writes (read by `dbtflow.dbt._artifacts`).
 - Engine `fast` (default): `dbt parse` first (partial parsing reuses target/partial_parse.msgpack
   when project, target and vars are unchanged; the outcome says full or partial and how long),
   then the command with that manifest, so dbt parses once; every dbt event goes to the
@@ -15,7 +15,7 @@ Contract
 - dbt gets an argv list; the paths dbtflow owns are appended here: project, resolved profiles,
   a per-target target path and the run's log folder. dbt's console output is off (its lines
   reach Prefect's logs through the reporter; dbt.log keeps the debug detail).
-- A `Stopper` (`dbtflow.stopper`) passed to `run_step` stops dbt from another thread.
+- A `Stopper` (`dbtflow.run._stopper`) passed to `run_step` stops dbt from another thread.
 
 Pitfalls
 - `deps` and `parse` run without the pre-parse (deps must not need installed packages).
