@@ -392,7 +392,20 @@ def import_jobs(
     project: Project | None = None,
     deployment: str = DEFAULT_DEPLOYMENT,
 ) -> ImportResult:
-    """Read the chosen jobs (all of the account when nothing is chosen) and translate them."""
+    """Read the chosen jobs (all of the account when nothing is chosen) and translate them.
+
+    Args:
+        client: the dbt Cloud client of the account.
+        project_ids: only jobs of these dbt Cloud projects (none: all).
+        environment_ids: only jobs of these environments (none: all).
+        job_ids: only these jobs (none: all).
+        target_map: dbt Cloud environment (name or id) -> profiles.yml target.
+        project: the dbt project to validate each job's request against (None: not validated).
+        deployment: the Prefect deployment the schedules belong to.
+
+    Returns:
+        The schedules translated, the jobs skipped (why, and what to do instead), and notes.
+    """
     environments = {e.id: e for e in client.list_environments()}
     target_map = dict(target_map or {})
     known = {str(e.id) for e in environments.values()} | {e.name.lower() for e in environments.values()}

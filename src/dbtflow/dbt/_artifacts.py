@@ -153,6 +153,13 @@ def read_step(folder: Path, *, strict: bool = False) -> StepArtifacts:
 
     With `strict`, manifest.json and run_results.json are both required and checked (see
     `step_from_json`); without it, what is there is read as it is (the flow's own store).
+
+    Args:
+        folder: the step's folder.
+        strict: require and check both files.
+
+    Returns:
+        The step's manifest nodes, results and args, in one small model for every artifact version.
     """
     if strict:
         return step_from_json(folder / "manifest.json", folder / "run_results.json", folder=folder)

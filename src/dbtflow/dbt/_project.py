@@ -41,6 +41,19 @@ class Project:
 
 
 def load_project(project_dir: str | Path, profiles_dir: str | Path | None = None) -> Project:
+    """Read what dbtflow needs of a dbt project as plain YAML (no Jinja, no dbt).
+
+    Args:
+        project_dir: the folder of dbt_project.yml.
+        profiles_dir: the folder of profiles.yml; None looks beside dbt_project.yml, then in
+            DBT_PROFILES_DIR, then in ~/.dbt.
+
+    Returns:
+        The project: name, profile, target names, the profile's default target, selector names.
+
+    Raises:
+        UserError: a file is missing or not the YAML mapping dbt expects (one line, with the fix).
+    """
     project_path = Path(project_dir).expanduser().resolve()
     project_yml = _read_yaml(project_path / "dbt_project.yml", "run it from a dbt project or pass --project-dir")
     name = str(project_yml.get("name") or project_path.name)

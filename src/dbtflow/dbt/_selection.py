@@ -96,7 +96,14 @@ def invocation_text(args: Mapping[str, Any]) -> str:
 
 
 def evaluate(step: StepArtifacts) -> Selection:
-    """The nodes `step`'s command selected for execution, from its args and its manifest."""
+    """The nodes `step`'s command selected for execution, from its args and its manifest.
+
+    Args:
+        step: one step's artifacts (its run_results args and its manifest).
+
+    Returns:
+        The selection's text and node ids, or why it could not be evaluated (an unsupported method).
+    """
     text = invocation_text(step.args)
     try:
         return Selection(text, frozenset(_Selector(step).executed()))

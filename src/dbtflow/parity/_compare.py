@@ -141,7 +141,15 @@ class ParityReport:
 
 
 def compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
-    """Every node either run executed, compared by unique_id; each difference explained if it can be."""
+    """Every node either run executed, compared by unique_id; each difference explained if it can be.
+
+    Args:
+        cloud: the dbt Cloud run's artifacts.
+        prefect: the Prefect flow run's artifacts.
+
+    Returns:
+        The report: counts, and each difference with its reason (or none when it is unexplained).
+    """
     with no_gc():  # acyclic data throughout; the cyclic GC would rescan the loaded models
         return _compare(cloud, prefect)
 

@@ -91,7 +91,18 @@ class ArtifactSet:
 
 
 def load_artifact_set(path: Path, label: str) -> ArtifactSet:
-    """The artifacts of the building step(s) in `path` (a step folder or a run folder)."""
+    """The artifacts of the building step(s) in `path` (a step folder or a run folder).
+
+    Args:
+        path: a folder of dbt artifacts, or a run folder of dbtflow's store.
+        label: which side this is (`cloud`, `prefect`), for messages.
+
+    Returns:
+        The set: the run's building steps' nodes and results, and what selected them.
+
+    Raises:
+        ParityInputError: the folder holds nothing parity can use (one line, with the fix).
+    """
     with no_gc():  # millions of short-lived acyclic objects: the cyclic GC would only rescan them
         return _load(path, label)
 

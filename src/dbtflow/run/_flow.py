@@ -101,6 +101,16 @@ def dbt_flow(
     """A Prefect flow that runs dbt requests against the project in `project_dir`.
 
     With `retries`, a failed run is retried from its failure after `retry_delay_seconds`.
+
+    Args:
+        project_dir: the dbt project folder.
+        name: the flow's name in Prefect.
+        profiles_dir: the folder of profiles.yml (None: looked up as dbt does).
+        retries: flow retries, each rerunning from the failure.
+        retry_delay_seconds: the wait before a retry.
+
+    Returns:
+        The flow; its parameters are `RunParameters`' (see `tests/run/test_parameters.py`).
     """
 
     @flow(name=name, log_prints=False, retries=retries, retry_delay_seconds=retry_delay_seconds)

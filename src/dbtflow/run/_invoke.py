@@ -74,6 +74,19 @@ class StepPaths:
 def run_step(
     step: Step, paths: StepPaths, engine: Engine = "fast", index: int = 0, stopper: Stopper | None = None
 ) -> StepOutcome:
+    """Run one dbt step in this process.
+
+    Args:
+        step: the step (its dbt argv and run-level options).
+        paths: the project, the resolved profiles, the per-target target path and the run's folder.
+        engine: `fast` (dbt with dbtflow's reporter) or `prefect-dbt` (PrefectDbtRunner as it is).
+        index: the step's position in the run (names its task runs).
+        stopper: stops dbt from another thread (the run's timeout); a fresh one when None.
+
+    Returns:
+        dbt's success flag, the error when dbt could not run its nodes, how it parsed, what it
+        could not report, and why it was stopped if it was.
+    """
     os.environ[PROJECT_DIR] = str(paths.project_dir)
     warehouse.bound_snowflake_retries()
     warehouse.start_step()

@@ -68,6 +68,19 @@ _ENV_USERS: Counter[str] = Counter()
 
 @contextmanager
 def resolved_profiles(project: Project, target: str) -> Iterator[Path]:
+    """A folder holding a profiles.yml for `target` alone, its block references resolved, while the context is open.
+
+    Args:
+        project: the dbt project (its profiles.yml and profile name).
+        target: the target to keep.
+
+    Returns:
+        (yields) the folder to pass to dbt as `--profiles-dir`; block values reach dbt through
+        environment variables, never through the file, and both are gone when the context ends.
+
+    Raises:
+        UserError: a block is missing, unreadable, of the wrong type, or holds a key that does not load.
+    """
     raw = yaml.safe_load(project.profiles_path.read_text()) or {}
     output = raw[project.profile_name]["outputs"][target]
     narrowed: dict[str, Any] = {project.profile_name: {"target": target, "outputs": {target: output}}}
