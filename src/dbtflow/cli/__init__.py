@@ -32,8 +32,6 @@ from dbtflow.cli._deploy import deploy, schedules_app
 from dbtflow.cli._parity import parity
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
-from dbtflow.run._parameters import default_target
-from dbtflow.run._request import build_request
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
 err = Console(stderr=True)
@@ -76,6 +74,10 @@ def run(
     on_overlap: Annotated[str, typer.Option(help="When the target is busy: wait (default) or cancel.")] = "wait",
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
+    # lazy: RunParameters imports pydantic; importing it here keeps `dbtflow --help` fast
+    from dbtflow.run._parameters import default_target
+    from dbtflow.run._request import build_request
+
     try:
         project = load_project(project_dir, profiles_dir)
         params: dict[str, Any] = dict(
