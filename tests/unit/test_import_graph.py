@@ -146,3 +146,13 @@ def test_lazy_exports_match_what_type_checkers_see():
             for alias in imp.names
         }
         assert set(exported) == checked, f"{path.relative_to(REPO)}: _EXPORTS and its TYPE_CHECKING imports differ"
+
+
+def test_the_cli_imports_neither_prefect_nor_dbt_nor_pydantic_before_a_command_runs():
+    """`dbtflow --help` and a bad option stay fast: the heavy libraries load inside the commands."""
+    import subprocess
+    import sys
+
+    code = "import sys; import dbtflow.cli; print(sorted({'prefect', 'dbt', 'pydantic'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", f"importing dbtflow.cli loads {loaded}"
