@@ -15,8 +15,9 @@ Contract
     prefect-dbt (`<adapter>://<relation path>`, see `asset_key`), upstream assets from
     the manifest, walking through ephemeral models (which are lineage, never task runs).
   Task runs are created the way Prefect's own engine does it since 3.x, as task-run state
-  events; events and log lines are sent in batches (`POST /events`, `POST /logs/`, one
-  request per batch of up to 500), never one API call per node.
+  events; every event is built and checked by Prefect's own `prefect.events.Event` model; events
+  and log lines are sent in batches (`POST /events`, `POST /logs/`, one request per batch of up
+  to 500), never one API call per node (Prefect's emit_event sends one by one, over a websocket).
 - Reporting never fails or stalls the run: every error is caught and counted; when the API is
   unreachable, batches are kept and retried until `close(timeout)`, which waits at most that
   long and then drops what is left with a warning that says how much.
@@ -46,6 +47,7 @@ from uuid import UUID, uuid4
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun, TaskRunResult
+from prefect.events import Event, RelatedResource, Resource
 from prefect.events.related import related_resources_from_run_context
 from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed, Running
@@ -268,41 +270,43 @@ class NodeReporter:
         task_run.state, task_run.state_id = state, state.id
         task_run.state_type, task_run.state_name = state.type, state.name
         details = {"exclude_none": True, "exclude_unset": True, "exclude": {"flow_run_id", "task_run_id"}}
-        event = {
-            "id": str(state.id),
-            "occurred": timestamp.isoformat(),
-            "event": f"prefect.task-run.{state.name}",
-            "resource": {
-                "prefect.resource.id": f"prefect.task-run.{task_run.id}",
-                "prefect.resource.name": task_run.name,
-                "prefect.run-count": str(task_run.run_count),
-                "prefect.state-message": state.message or "",
-                "prefect.state-name": state.name or "",
-                "prefect.state-timestamp": timestamp.isoformat(),
-                "prefect.state-type": state.type.value,
-                "prefect.orchestration": "client",
-            },
-            "related": [*self._related, *_tags(task_run.tags)],
-            "payload": {
-                "intended": {"from": previous.type.value if previous else None, "to": state.type.value},
-                "initial_state": {
-                    "type": previous.type.value,
-                    "name": previous.name,
-                    "message": previous.message,
-                    "state_details": previous.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
-                }
-                if previous
-                else None,
-                "validated_state": {
-                    "type": state.type.value,
-                    "name": state.name,
-                    "message": state.message,
-                    "state_details": state.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
-                    "data": None,
-                },
-                "task_run": task_run.model_dump(mode="json", exclude_none=True, exclude=TASK_RUN_EXCLUDED),
-            },
+        resource = {
+            "prefect.resource.id": f"prefect.task-run.{task_run.id}",
+            "prefect.resource.name": task_run.name,
+            "prefect.run-count": str(task_run.run_count),
+            "prefect.state-message": state.message or "",
+            "prefect.state-name": state.name or "",
+            "prefect.state-timestamp": timestamp.isoformat(),
+            "prefect.state-type": state.type.value,
+            "prefect.orchestration": "client",
         }
+        payload = {
+            "intended": {"from": previous.type.value if previous else None, "to": state.type.value},
+            "initial_state": {
+                "type": previous.type.value,
+                "name": previous.name,
+                "message": previous.message,
+                "state_details": previous.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
+            }
+            if previous
+            else None,
+            "validated_state": {
+                "type": state.type.value,
+                "name": state.name,
+                "message": state.message,
+                "state_details": state.state_details.model_dump(mode="json", **details),  # type: ignore[arg-type]
+                "data": None,
+            },
+            "task_run": task_run.model_dump(mode="json", exclude_none=True, exclude=TASK_RUN_EXCLUDED),
+        }
+        event = _event(
+            f"prefect.task-run.{state.name}",
+            timestamp,
+            resource,
+            [*self._related, *_tags(task_run.tags)],
+            payload,
+            event_id=state.id,
+        )
         self._outbox["events"].append(event)
         if state.is_running():
             self._unsent_running[task_run.id] = event
@@ -394,10 +398,23 @@ def asset_key(adapter_type: str, relation_name: str) -> str:
 
 
 def _event(
-    name: str, occurred: str, resource: dict[str, str], related: list[dict[str, str]], payload: Any = None
+    name: str,
+    occurred: Any,
+    resource: dict[str, str],
+    related: list[dict[str, str]],
+    payload: Any = None,
+    event_id: UUID | None = None,
 ) -> dict[str, Any]:
-    return {"id": str(uuid4()), "occurred": occurred, "event": name, "resource": resource, "related": related,
-            "payload": payload or {}}  # fmt: skip
+    """One event built and checked by Prefect's own `Event` model, as the JSON the events API takes."""
+    event = Event(
+        id=event_id or uuid4(),
+        occurred=occurred,
+        event=name,
+        resource=Resource.model_validate(resource),
+        related=[RelatedResource.model_validate(r) for r in related],
+        payload=payload or {},
+    )
+    return event.model_dump(mode="json")
 
 
 def _tags(tags: Iterable[str]) -> list[dict[str, str]]:
