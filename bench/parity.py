@@ -402,10 +402,10 @@ def write(folder: Path, n: int) -> None:
 
 
 def measure(folder: Path) -> tuple[float, float, dict[str, Any]]:
-    from dbtflow.artifacts import no_gc
-    from dbtflow.parity import compare
-    from dbtflow.parity_load import load_artifact_set
-    from dbtflow.parity_report import report_json, report_markdown
+    from dbtflow.dbt._artifacts import no_gc
+    from dbtflow.parity._compare import compare
+    from dbtflow.parity._load import load_artifact_set
+    from dbtflow.parity._report import report_json, report_markdown
 
     start, cpu = time.perf_counter(), time.process_time()
     with no_gc():  # as `dbtflow parity` runs it

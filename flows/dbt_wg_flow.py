@@ -1,8 +1,9 @@
 """Prefect entrypoint `flows/dbt_wg_flow.py:run_dbt_wg`: the William Grant dbt project.
 
 Contract
-- A literal `def run_dbt_wg` with every parameter of `dbtflow.flow.dbt_flow`'s flow (same order,
-  types, literal defaults and `Args:` descriptions); the body hands them to dbtflow with the
+- A literal `def run_dbt_wg` with every parameter of `dbtflow.run.RunParameters`, as
+  `dbtflow.run._flow.dbt_flow` has them (same order, types, literal defaults and `Args:`
+  descriptions); the body hands them to dbtflow with the
   tenant's folder, which owns their validation and behaviour.
 - Why literal, not `run_dbt_wg = dbt_flow(...)`: `uvx prefect-cloud deploy` reads this file's text
   and builds the deployment's parameter schema by an AST search for `def run_dbt_wg`
@@ -11,7 +12,7 @@ Contract
 Pitfalls
 - prefect-cloud evaluates the annotations and defaults with this file's imports only (prefect and
   dbtflow are not installed where it runs): keep them to builtins and `typing`.
-- The copy cannot drift unseen: tests/unit/test_entrypoint.py compares this signature and
+- The copy cannot drift unseen: tests/run/test_entrypoint.py compares this signature and
   docstring with dbt_flow's, and prefect-cloud's schema of this text with Prefect's runtime one.
 """
 
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from prefect import flow
 from prefect.client.schemas.objects import State
 
-from dbtflow.flow import execute
+from dbtflow.run._flow import execute
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "tenants" / "dbt_williamgrant"
 

@@ -14,7 +14,7 @@ environment variables or a hidden prompt, never from the command line:
 import sys
 from pathlib import Path
 
-from dbtflow.cli_blocks import app
+from dbtflow.cli._blocks import app
 
 TENANT = Path(__file__).resolve().parents[2] / "tenants" / "dbt_williamgrant"
 

@@ -22,8 +22,9 @@ import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
-from dbtflow import cli_cutover, prefect_docs
+from dbtflow.cli import _cutover as cli_cutover
 from dbtflow.cli import app
+from dbtflow.deploy import _prefect_docs as prefect_docs
 from tests.fakes.dbtcloud_fixture import dbt_cloud  # noqa: F401
 from tests.fakes.dbtcloud_server import ADMIN_TOKEN, FakeDbtCloud
 from tests.parity.builders import manifest, node, run_results, write_step

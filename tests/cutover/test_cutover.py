@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dbtflow.dbtcloud import DbtCloudClient
-from dbtflow.parity_report import iso_utc
+from dbtflow.cloud._client import DbtCloudClient
+from dbtflow.parity._report import iso_utc
 from tests.cutover.conftest import SCHEDULES, Site
 from tests.fakes.dbtcloud_server import JOB_UPDATE
 
@@ -264,10 +264,11 @@ def test_a_job_edited_between_plan_and_write_is_refused_not_overwritten(site: Si
     """`expect`: someone edits job 1002 after cutover read it; cutover stops and journals only job 1001."""
     from prefect import get_client
 
-    from dbtflow.cutover import CutoverStopped, apply_cutover, open_journal, plan_cutover
-    from dbtflow.cutover_gate import parse_age
-    from dbtflow.cutover_journal import Actor, JournalStore
-    from dbtflow.dbtcloud import ApiToken
+    from dbtflow.cloud._client import ApiToken
+    from dbtflow.cutover._cutover import CutoverStopped, apply_cutover, open_journal, plan_cutover
+    from dbtflow.cutover._gate import parse_age
+    from dbtflow.cutover._journal import JournalStore
+    from dbtflow.deploy._history import Actor
     from tests.fakes.dbtcloud_server import ADMIN_TOKEN
 
     with (
@@ -336,7 +337,7 @@ def test_rollback_without_any_journal_is_one_line_exit_2(site: Site) -> None:
 def test_a_journal_save_that_fails_stops_cutover_before_the_next_change(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dbtflow import prefect_docs
+    from dbtflow.deploy import _prefect_docs as prefect_docs
 
     original, real_save, saves = site.cloud.snapshot_jobs(), prefect_docs.save, []
 

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from dbtflow import cli_deploy, deploy_history
+from dbtflow.cli import _deploy as cli_deploy
 from dbtflow.cli import app
+from dbtflow.deploy import _history as deploy_history
 from tests.cutover.conftest import PULL, Site
 
 pytestmark = pytest.mark.timeout(300)

@@ -11,8 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from dbtflow.cli import app
-from dbtflow.cutover_gate import check_report, parse_age, parse_reports
-from dbtflow.cutover_journal import Actor, Journal
+from dbtflow.cutover._gate import check_report, parse_age, parse_reports
+from dbtflow.cutover._journal import Journal
+from dbtflow.deploy._history import Actor
 from dbtflow.errors import UserError
 from tests.parity.builders import manifest, node, run_results, write_run, write_step
 

@@ -1,7 +1,7 @@
 """The local Prefect stack (`scripts/local-stack.sh`, what `make deploy-local` runs) for e2e tests.
 
 One stack per test session (the fixture `stack`, defined in tests/conftest.py so that
-tests/reliability shares it), stopped at its end. It runs in a temporary folder from a
+tests/run/reliability shares it), stopped at its end. It runs in a temporary folder from a
 git snapshot of this working tree: each flow run clones it and runs the pull steps of
 prefect.yaml, as on any Prefect server. In the snapshot the tenant's dev and prod targets are
 DuckDB (the project is otherwise the same), so scheduled dev and prod runs build for real
@@ -107,7 +107,7 @@ def _snapshot(folder: Path) -> Path:
 
 
 def start_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The stack behind the session fixture `stack` (tests/conftest.py, shared with tests/reliability)."""
+    """The stack behind the session fixture `stack` (tests/conftest.py, shared with tests/run/reliability)."""
     root = tmp_path_factory.mktemp("stack")
     repo = _snapshot(root / "repo")
     port = free_port()

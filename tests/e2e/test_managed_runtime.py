@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from dbtflow import cloud_quickstart
+from dbtflow.deploy import _cloud_quickstart as cloud_quickstart
 from tests.conftest import BIN, REPO
 from tests.e2e.conftest import _snapshot
 

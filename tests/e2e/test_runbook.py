@@ -19,7 +19,7 @@ After a block, the test checks what an operator would: the rotated block logs in
 (the old one revoked) and holds its fingerprint; after cutover and rollback, dbt Cloud job 1001 is
 byte for byte as before (but `updated_at`, which any write moves) and the deployment's schedules
 are as before: prod paused, with its parameters (Prefect's schedule PATCH resets those it is not
-sent, see dbtflow.schedules), and the parity report names target prod and when it was made.
+sent, see dbtflow.deploy._schedules), and the parity report names target prod and when it was made.
 
 Pitfalls
 - In the stack's commit, dev and prod are DuckDB (tests/e2e/conftest.py), so the flow runs build

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from dbtflow.dbtcloud import ApiToken, DbtCloudClient
+from dbtflow.cloud._client import ApiToken, DbtCloudClient
 from tests.fakes.dbtcloud_server import ADMIN_TOKEN, FakeDbtCloud
 
 

@@ -148,7 +148,7 @@ def test_bad_accept_file_exits_2(tmp_path: Path):
 
 
 def test_cloud_job_goes_through_the_fetch_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from dbtflow import cli_parity
+    from dbtflow.cli import _parity as cli_parity
 
     asked: list[cli_parity.CloudRunRef] = []
 

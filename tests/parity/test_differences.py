@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dbtflow.parity import apply_accepted, compare, load_accepted
-from dbtflow.parity_load import load_artifact_set
-from dbtflow.parity_report import report_json, report_markdown
+from dbtflow.parity._compare import apply_accepted, compare, load_accepted
+from dbtflow.parity._load import load_artifact_set
+from dbtflow.parity._report import report_json, report_markdown
 from tests.parity.builders import manifest, node, run_results, write_run, write_step
 
 P = "wg"

@@ -36,7 +36,7 @@ CLOUD_SELECT = ["--select", "+tag:daily", "--exclude", "stg_fx_rates+"]
 def test_flow_run_against_plain_dbt_every_difference_explained(
     tenant: Path, tmp_path: Path, dbt_cloud: FakeDbtCloud, monkeypatch: pytest.MonkeyPatch
 ):
-    from dbtflow.flow import dbt_flow, runs_root
+    from dbtflow.run._flow import dbt_flow, runs_root
 
     cloud_target = tmp_path / "cloud-target"
     env = {**os.environ, "DBTFLOW_PROJECT_DIR": str(tenant), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dbtflow.artifacts import step_from_json
-from dbtflow.parity import compare
-from dbtflow.parity_load import ParityInputError, artifact_set_from_json, load_artifact_set, resolve_run
+from dbtflow.dbt._artifacts import step_from_json
+from dbtflow.parity._compare import compare
+from dbtflow.parity._load import ParityInputError, artifact_set_from_json, load_artifact_set, resolve_run
 from tests.conftest import SHARED
 from tests.parity.builders import manifest, node, run_results, write_run, write_step
 
@@ -85,7 +85,7 @@ def test_the_building_step_is_used_not_docs_generate(tmp_path: Path):
     ignored = {s.folder: s.why for s in run.steps if not s.used}
     assert "every node success" in ignored["03-docs-generate"] and "freshness" in ignored["01-source-freshness"]
 
-    from dbtflow.parity_report import report_markdown
+    from dbtflow.parity._report import report_markdown
 
     markdown = report_markdown(compare(run, run))
     assert "| step(s) used | `02-build`: `dbt build` |" in markdown

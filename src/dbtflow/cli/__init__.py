@@ -1,0 +1,231 @@
+"""The `dbtflow` command (typer + rich). It parses, delegates and prints; it holds no logic.
+
+Contract
+- `dbtflow run` takes the flow's parameters as options, validates the request *before* Prefect
+  or dbt start (a bad request is one line on stderr and exit 2), then runs the generic flow
+  in-process (Prefect's ephemeral API unless PREFECT_API_URL points at a server), shows a
+  progress bar of nodes done/total while dbt runs, prints the summary and the artifacts
+  folder, and exits 1 when the run failed.
+- Any dbt project runs unmodified: `--project-dir` (default: the current folder) and
+  `--profiles-dir` (default: beside dbt_project.yml, then DBT_PROFILES_DIR, then ~/.dbt).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dbtflow.cli import _notify as cli_notify
+from dbtflow.cli._blocks import app as blocks_app
+from dbtflow.cli._cloud import app as cloud_app
+from dbtflow.cli._cutover import OneLine, cutover, rollback
+from dbtflow.cli._deploy import deploy, schedules_app
+from dbtflow.cli._parity import parity
+from dbtflow.dbt._project import load_project
+from dbtflow.errors import UserError
+from dbtflow.run._api_check import check_api
+from dbtflow.run._runs_dir import check_runs_root
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
+err = Console(stderr=True)
+out = Console()
+app.add_typer(blocks_app, name="blocks")
+app.add_typer(schedules_app, name="schedules")
+app.command("deploy")(deploy)
+app.add_typer(cloud_app, name="cloud")
+app.command("cutover", cls=OneLine)(cutover)
+app.command("rollback", cls=OneLine)(rollback)
+app.add_typer(cli_notify.app, name="notify")
+cli_notify.add_status_command(app)
+
+
+@app.callback()
+def main() -> None:
+    """Run dbt Core on Prefect, and move off dbt Cloud safely."""
+
+
+@app.command()
+def run(
+    project_dir: Annotated[Path, typer.Option(help="The dbt project folder.")] = Path("."),
+    profiles_dir: Annotated[Path | None, typer.Option(help="Folder of profiles.yml.")] = None,
+    command: Annotated[str, typer.Option(help="dbt command, e.g. 'build' or 'run --select x'.")] = "build",
+    target: Annotated[str | None, typer.Option("--target", "-t", help="Target (default: the profile's).")] = None,
+    select: Annotated[list[str] | None, typer.Option("--select", "-s", help="dbt selection.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="dbt exclusion.")] = None,
+    selector: Annotated[str | None, typer.Option(help="A selector from selectors.yml.")] = None,
+    vars: Annotated[str | None, typer.Option("--vars", help="dbt vars as JSON or YAML.")] = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="Rebuild incrementals.")] = False,
+    state: Annotated[str | None, typer.Option(help="Artifacts folder for state:/defer.")] = None,
+    defer: Annotated[bool, typer.Option("--defer", help="Defer to --state.")] = False,
+    threads: Annotated[int | None, typer.Option(help="dbt threads.")] = None,
+    step: Annotated[list[str] | None, typer.Option("--step", help="A dbt command; repeat for several.")] = None,
+    source_freshness: Annotated[bool, typer.Option("--source-freshness", help="Check freshness first.")] = False,
+    generate_docs: Annotated[bool, typer.Option("--generate-docs", help="Generate docs last.")] = False,
+    timeout_seconds: Annotated[int | None, typer.Option(help="Stop the run after N seconds.")] = None,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")] = False,
+    engine: Annotated[str, typer.Option(help="fast (default) or prefect-dbt.")] = "fast",
+    on_overlap: Annotated[str, typer.Option(help="When the target is busy: wait (default) or cancel.")] = "wait",
+    install_deps: Annotated[
+        bool, typer.Option("--install-deps/--no-install-deps", help="dbt deps first when packages are out of date.")
+    ] = True,
+) -> None:
+    """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
+    # lazy: RunParameters imports pydantic; importing it here keeps `dbtflow --help` fast
+    from dbtflow.dbt._artifacts import runs_root
+    from dbtflow.run._parameters import default_target
+    from dbtflow.run._request import build_request
+
+    try:
+        project = load_project(project_dir, profiles_dir)
+        params: dict[str, Any] = dict(
+            command=command,
+            target=target or default_target(project),
+            select=select,
+            exclude=exclude,
+            selector=selector,
+            vars=vars,
+            full_refresh=full_refresh,
+            state=state,
+            defer=defer,
+            threads=threads,
+            steps=step,
+            source_freshness=source_freshness,
+            generate_docs=generate_docs,
+            timeout_seconds=timeout_seconds,
+            fail_fast=fail_fast,
+            engine=engine,
+            on_overlap=on_overlap,
+            install_deps=install_deps,
+        )
+        build_request(project, **params)
+        check_runs_root(runs_root())
+        check_api(_api_url())
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+    final, run_folder = _run_flow(project, params)
+    if run_folder is None and final is None:
+        err.print("error: dbt did not run: the flow stopped before it started dbt (see above)", markup=False)
+        raise typer.Exit(1)
+    code = _print_outcome(run_folder, final)
+    if final is None:
+        # The API is gone: Prefect's exit hooks would retry every unsent event and log line for
+        # minutes. The warning is printed and dbt's artifacts are kept, so leave without them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+def _run_flow(project: Any, params: dict[str, Any]) -> tuple[Any, Path | None]:
+    """Run the generic flow in-process with a progress bar; (its final state or None, the run's folder)."""
+    # Prefect's ephemeral API (no PREFECT_API_URL) takes ~20 s to start on 2 cores; give it room,
+    # and keep its telemetry off: it cannot reach out from here and only adds noise.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from prefect.client.schemas.objects import State
+
+    from dbtflow.run._flow import LATEST_RUN, dbt_flow, runs_root
+    from dbtflow.run._invoke import event_listeners
+
+    flow = dbt_flow(project.project_dir, name=f"dbtflow-{project.name}", profiles_dir=project.profiles_dir)
+    with _NodeProgress() as progress:
+        token = event_listeners.set((progress.on_event,) if progress.enabled else ())
+        try:
+            final: State | None = cast(State, flow(**params, return_state=True))
+        except Exception as exc:  # Prefect's engine could not report (API gone): dbt's outcome still counts
+            err.print(f"warning: Prefect could not record the run ({type(exc).__name__}: {exc})", markup=False)
+            final = None
+        finally:
+            event_listeners.reset(token)
+    run_folder = runs_root() / str(final.state_details.flow_run_id) if final else LATEST_RUN[0]
+    return final, run_folder
+
+
+def _print_outcome(run_folder: Path | None, final: Any) -> int:
+    """Print the run's summary, its status line and its folder; the exit code (0 completed, 1 otherwise)."""
+    record = _final_record(run_folder, final)
+    summary = run_folder / "summary.md" if run_folder else None
+    if summary is not None and summary.exists():
+        out.print(Markdown(summary.read_text()))
+    out.print(f"{record.get('status', 'failed')}: {record.get('message', '')}", markup=False, soft_wrap=True)
+    if run_folder is not None and run_folder.is_dir():
+        out.print(f"artifacts: {run_folder}", markup=False, highlight=False)
+    return 0 if record.get("status") == "completed" else 1
+
+
+def _final_record(run_folder: Path | None, final: Any) -> dict[str, Any]:
+    """run.json's final record; else (not written: a full disk, an invalid request) the flow's final state."""
+    try:
+        record = json.loads((run_folder / "run.json").read_text()) if run_folder else {}
+    except (OSError, ValueError):
+        record = {}
+    if record.get("status") or final is None:
+        return dict(record)
+    return {"status": "completed" if final.is_completed() else "failed", "message": final.message or final.name}
+
+
+def _api_url() -> str | None:
+    # lazy: prefect's settings load on use, so that `dbtflow --help` stays fast
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+class _NodeProgress:
+    """A progress bar of dbt nodes done/total, fed from dbt's event callback (any thread)."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("dbt {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
+        self._task = self._progress.add_task("starting", total=None)
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return not self._progress.disable
+
+    def __enter__(self) -> _NodeProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def on_event(self, event: Any) -> None:
+        name = event.info.name
+        if name == "MainReportVersion" or name == "CommandCompleted":
+            return
+        with self._lock:
+            if name == "NodeFinished":
+                self._progress.advance(self._task)
+            elif name == "NodeStart":
+                self._progress.update(self._task, description=event.data.node_info.node_name)
+            else:
+                total = getattr(event.data, "total", 0)
+                if total and self._progress.tasks[0].total != total:
+                    self._progress.update(self._task, total=total, completed=0)
+
+
+app.command("parity")(parity)
+
+if __name__ == "__main__":
+    app()

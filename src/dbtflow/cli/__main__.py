@@ -1,0 +1,5 @@
+"""`python -m dbtflow.cli`: the `dbtflow` command."""
+
+from dbtflow.cli import app
+
+app()

@@ -1,0 +1,184 @@
+"""`dbtflow cloud ...`: the dbt Cloud side of a migration (typer sub-app; logic in `cloud_import`).
+
+Contract
+- `dbtflow cloud import-jobs --account N [--project ID] [--environment ID] [--job ID] [--base-url HOST]
+  [--token-block NAME] [--target-map ENV=TARGET] [--project-dir DIR] [--output FILE]` reads the
+  jobs, writes the schedules file (default `deploy/schedules.yaml`; `-` prints it) and prints
+  what it imported, what it could not translate (why, and what to do instead) and notes.
+- Exit 0 when the file is written (1 with `--strict` when a job was not imported); bad input,
+  401/403/404 and jobs dbtflow cannot run are one line on stderr with exit 2; dbt Cloud being
+  unavailable past the retry bound is one line with exit 1.
+
+Pitfalls
+- Ids are taken as text and checked here, so a typo is one line, not click's usage box.
+- The token is never an option (it would land in shell history): a Prefect Secret block or an
+  environment variable (`--token-env`, default DBT_CLOUD_API_TOKEN).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperCommand
+
+from dbtflow.errors import UserError
+from dbtflow.settings import DEPLOYMENT
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="dbt Cloud: import its jobs as Prefect schedules.")
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+out = Console(soft_wrap=True, highlight=False)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """click's UsageError, and typer's vendored copy of it (typer >= 0.26 ships its own click)."""
+    try:
+        vendored = importlib.import_module("typer._click.exceptions").UsageError
+    except (ImportError, AttributeError):
+        vendored = click.UsageError
+    return tuple({click.UsageError, vendored})
+
+
+class _OneLineCommand(TyperCommand):
+    """Usage errors (an unknown option, a missing value) as one line and exit 2, like every other error."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return list(super().parse_args(ctx, args))
+        except _usage_errors() as exc:
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            err.print(f"error: {message}; see `{ctx.command_path} --help`", markup=False)
+            raise typer.Exit(2) from None
+
+
+def _ids(option: str, values: list[str] | None) -> list[int]:
+    ids = []
+    for value in values or []:
+        for part in value.split(","):
+            if not part.strip().isdigit():
+                raise UserError(f"{option} {value!r} is not a dbt Cloud id: pass a number, e.g. {option} 1234")
+            ids.append(int(part))
+    return ids
+
+
+@app.command("import-jobs", cls=_OneLineCommand)
+def import_jobs_command(
+    account: Annotated[
+        str | None, typer.Option("--account", envvar="DBT_CLOUD_ACCOUNT_ID", help="dbt Cloud account id.")
+    ] = None,
+    project: Annotated[list[str] | None, typer.Option("--project", help="dbt Cloud project id (repeatable).")] = None,
+    environment: Annotated[
+        list[str] | None, typer.Option("--environment", help="dbt Cloud environment id (repeatable).")
+    ] = None,
+    job: Annotated[list[str] | None, typer.Option("--job", help="dbt Cloud job id (repeatable).")] = None,
+    base_url: Annotated[
+        str,
+        typer.Option(
+            "--base-url", envvar="DBT_CLOUD_HOST", help="Region (us, emea, au), host (ab123.us1.dbt.com) or URL."
+        ),
+    ] = "cloud.getdbt.com",
+    token_block: Annotated[
+        str | None, typer.Option("--token-block", help="Prefect Secret block holding the API token.")
+    ] = None,
+    token_env: Annotated[str, typer.Option("--token-env", help="Env var holding the token.")] = "DBT_CLOUD_API_TOKEN",
+    output: Annotated[str, typer.Option("--output", "-o", help="Schedules file to write; - for stdout.")] = str(
+        Path("deploy/schedules.yaml")
+    ),
+    target_map: Annotated[
+        list[str] | None,
+        typer.Option("--target-map", help="ENVIRONMENT=TARGET: dbt Cloud environment (name or id) -> profile target."),
+    ] = None,
+    deployment: Annotated[str, typer.Option(help="The Prefect deployment the schedules belong to.")] = DEPLOYMENT,
+    project_dir: Annotated[
+        Path | None, typer.Option(help="The dbt project: validate every imported job against it.")
+    ] = None,
+    profiles_dir: Annotated[Path | None, typer.Option(help="Folder of profiles.yml (with --project-dir).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a file that has active schedules.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any job is not imported.")] = False,
+) -> None:
+    """Read dbt Cloud's scheduled deploy jobs and write them as (inactive) Prefect schedules."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.cloud._client import DbtCloudClient, DbtCloudUnavailable, normalize_base_url, resolve_token
+    from dbtflow.cloud._import import import_jobs, parse_target_map, render, write_schedules
+
+    try:
+        if not account:
+            raise UserError(
+                "--account is required: the dbt Cloud account id (in its URLs), or set DBT_CLOUD_ACCOUNT_ID"
+            )
+        (account_id,) = _ids("--account", [account])
+        project_ids, environment_ids, job_ids = (
+            _ids("--project", project),
+            _ids("--environment", environment),
+            _ids("--job", job),
+        )
+        url = normalize_base_url(base_url)
+        mapping = parse_target_map(target_map)
+        tenant = None
+        if project_dir is not None:
+            # lazy: imported on use, so that `dbtflow --help` stays fast
+            from dbtflow.dbt._project import load_project
+
+            tenant = load_project(project_dir, profiles_dir)
+        token = resolve_token(token_block, token_env)
+        with DbtCloudClient(url, token, account_id) as client:
+            result = import_jobs(
+                client,
+                project_ids=project_ids,
+                environment_ids=environment_ids,
+                job_ids=job_ids,
+                target_map=mapping,
+                project=tenant,
+                deployment=deployment,
+            )
+        text = render(result, deployment=deployment, host=url.split("://", 1)[1], account_id=account_id)
+        if output == "-":
+            sys.stdout.write(text)
+        else:
+            write_schedules(text, Path(output), force=force)
+    except UserError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except DbtCloudUnavailable as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+    _print_result(result, output)
+    if strict and result.skipped:
+        raise typer.Exit(1)
+
+
+def _print_result(result: Any, output: str) -> None:
+    """What was imported, skipped (why, and what instead) and noted; on stderr when the file went to stdout."""
+    report = err if output == "-" else out
+    where = "stdout" if output == "-" else output
+    report.print(
+        f"imported {len(result.entries)} schedule(s) to {where} (inactive; `dbtflow cutover` activates them)",
+        markup=False,
+    )
+    for entry in result.entries:
+        steps = " | ".join(entry.parameters["steps"])
+        report.print(
+            f"  job {entry.job.id} -> {entry.slug}: {entry.cron} UTC, target {entry.parameters['target']}: {steps}",
+            markup=False,
+        )
+    if result.skipped:
+        report.print(f"not imported ({len(result.skipped)}):", markup=False)
+        for s in result.skipped:
+            instead = f"; instead: {s.instead}" if s.instead else ""
+            report.print(f"  job {s.job_id} {s.name!r}: {s.reason}{instead}", markup=False)
+    if result.notes:
+        report.print("notes:", markup=False)
+        for job_id, name, note in result.notes:
+            report.print(f"  job {job_id} {name!r}: {note}", markup=False)
+    if not result.validated:
+        report.print("not validated against a dbt project: pass --project-dir to check every job", markup=False)
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.cloud._import import GENERAL_NOTE
+
+    report.print(GENERAL_NOTE, markup=False)

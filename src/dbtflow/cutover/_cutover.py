@@ -1,0 +1,294 @@
+"""Cutover: switch chosen dbt Cloud jobs' schedules off and the Prefect schedules on, with a journal.
+
+Contract
+- `choose(file, deployment, slugs, job_ids)` resolves what to switch: the deployment (default: the
+  schedules file's), the schedule slugs (default: every schedule in the file) and the dbt Cloud
+  jobs (default: the `dbt_cloud_job_id` provenance of those schedules, as `cloud import-jobs` writes).
+- `plan_cutover(...)` checks every precondition before anything changes, and raises `UserError`
+  (one line) for the first that fails: the deployment and each schedule exist in Prefect; every
+  target those schedules run (the schedule's `target`, else the deployment's) has a passing parity
+  report no older than `max_age` (`cutover_gate`); every job exists in this dbt Cloud account.
+  It returns the changes: each job whose `triggers.schedule` is on, each schedule that is paused.
+- `apply_cutover(plan, ...)` makes them in order, dbt Cloud first, then Prefect (never both
+  orchestrators on; a stop in between leaves neither running the jobs, which rollback undoes):
+  for each change it saves the journal with the change pending, makes it, then saves it done.
+  A dbt Cloud job is written by a read-modify-write of the whole job with only
+  `triggers.schedule=false`, `expect`ing the triggers and `updated_at` it planned from, so a job
+  edited meanwhile is refused (`JobChanged`), not overwritten.
+- The journal's `runs` list keeps, per applying run, who ran it and the parity reports it accepted.
+- Idempotent: a second run plans no change and writes nothing, not even the journal.
+- On failure midway it does NOT undo: the journal holds exactly the completed changes (plus the
+  one in flight as `pending`), and `dbtflow rollback` restores everything from it; re-running
+  cutover finishes the job instead. `CutoverStopped` says which and how many.
+- `resolve_pending` settles a change a previous run left `pending` by looking at the object:
+  it happened (-> an entry), it did not (-> dropped), or someone changed it (-> `UserError`).
+
+Pitfalls
+- Only `triggers.schedule` is switched off: a job's other triggers (git webhooks, on merge, job
+  completion) keep firing in dbt Cloud; the plan names them.
+- dbt Cloud has no transactions: `expect` narrows the window to one GET/POST, it cannot close it.
+- Two cutovers at once on one journal are not locked against each other; run one at a time.
+- A schedule is activated with its parameters sent along (`schedules.set_schedule_active`):
+  Prefect's schedule PATCH resets omitted parameters, and prod would then run as the default target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient
+
+from dbtflow.cloud._client import DbtCloudClient, DbtCloudError
+from dbtflow.cutover._gate import ParityEvidence, check_reports
+from dbtflow.cutover._journal import Journal, JournalStore
+from dbtflow.deploy import _schedules as schedules
+from dbtflow.deploy._history import Actor, now_iso
+from dbtflow.errors import UserError
+from dbtflow.settings import DEPLOYMENT
+
+OTHER_TRIGGERS = ("github_webhook", "git_provider_webhook", "on_merge")
+
+
+class CutoverStopped(Exception):
+    """A change failed after `done` changes; the journal holds them. `exit_code` 2 (user) or 1."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class JobChange:
+    job_id: int
+    name: str
+    before: dict[str, Any]  # the job's triggers as read
+    updated_at: str | None
+    other_triggers: list[str] = field(default_factory=list)
+
+    @property
+    def after(self) -> dict[str, Any]:
+        return {**self.before, "schedule": False}
+
+    @property
+    def needed(self) -> bool:
+        return self.before != self.after
+
+    def object(self) -> dict[str, Any]:
+        return {"kind": "dbt_cloud_job", "job_id": self.job_id, "name": self.name}
+
+
+@dataclass
+class ScheduleChange:
+    deployment: str
+    slug: str
+    schedule_id: UUID
+    active: bool
+    target: str
+
+    @property
+    def needed(self) -> bool:
+        return not self.active
+
+    def object(self) -> dict[str, Any]:
+        return {
+            "kind": "prefect_schedule",
+            "deployment": self.deployment,
+            "slug": self.slug,
+            "schedule_id": str(self.schedule_id),
+        }
+
+
+@dataclass
+class CutoverPlan:
+    deployment: str
+    deployment_id: UUID
+    evidence: list[ParityEvidence]
+    jobs: list[JobChange]
+    schedules: list[ScheduleChange]
+
+    @property
+    def changes(self) -> int:
+        return sum(j.needed for j in self.jobs) + sum(s.needed for s in self.schedules)
+
+    def lines(self) -> list[str]:
+        lines = ["preconditions:"]
+        lines += [f"  ok {e.describe()}" for e in self.evidence]
+        slugs = ", ".join(s.slug for s in self.schedules)
+        lines.append(f"  ok deployment {self.deployment} has schedule(s) {slugs}")
+        lines.append("changes, in order:")
+        for job in self.jobs:
+            what = f"dbt Cloud job {job.job_id} {job.name!r}"
+            if job.needed:
+                lines.append(f"  ~ {what}: triggers.schedule true -> false")
+            else:
+                lines.append(f"  = {what}: schedule already off")
+            if job.other_triggers:
+                lines.append(f"    note: its {', '.join(job.other_triggers)} trigger(s) stay on in dbt Cloud")
+        for s in self.schedules:
+            what = f"Prefect schedule {s.slug!r} (target {s.target})"
+            lines.append(f"  ~ {what}: paused -> active" if s.needed else f"  = {what}: already active")
+        return lines
+
+
+def choose(
+    file: Path | None, deployment: str | None, slugs: list[str] | None, job_ids: list[int] | None
+) -> tuple[str, list[str], list[int]]:
+    """(deployment, slugs, job ids) from the options, completed from the schedules file."""
+    specs: list[schedules.ScheduleSpec] = []
+    if file is not None:
+        deployment, specs = schedules.load(file, deployment)
+    deployment = deployment or DEPLOYMENT
+    by_slug = {s.slug: s for s in specs}
+    chosen = list(dict.fromkeys(slugs or [s.slug for s in specs]))
+    if not chosen:
+        raise UserError("no Prefect schedule to activate: pass --schedule SLUG or a schedules file that declares some")
+    if not job_ids:
+        job_ids = [by_slug[s].dbt_cloud_job_id for s in chosen if s in by_slug and by_slug[s].dbt_cloud_job_id]  # type: ignore[misc]
+    if not job_ids:
+        where = f"schedule(s) {', '.join(chosen)} carry no dbt_cloud_job_id in {file}" if file else "no schedules file"
+        raise UserError(f"no dbt Cloud job to switch off ({where}): pass --job ID for each job")
+    return deployment, chosen, list(dict.fromkeys(int(j) for j in job_ids))
+
+
+def read_deployment(prefect: SyncPrefectClient, name: str) -> tuple[Any, dict[str, Any]]:
+    """The deployment and its schedules by slug; `UserError` when it is not there."""
+    found = schedules.find_deployment(prefect, name)
+    current = {s.slug: s for s in prefect.read_deployment_schedules(found.id) if s.slug}
+    return found, current
+
+
+def plan_cutover(
+    prefect: SyncPrefectClient,
+    cloud: DbtCloudClient,
+    deployment: str,
+    slugs: list[str],
+    job_ids: list[int],
+    reports: dict[str, Path],
+    max_age: timedelta,
+    now: datetime | None = None,
+) -> CutoverPlan:
+    found, current = read_deployment(prefect, deployment)
+    if missing := [s for s in slugs if s not in current]:
+        raise UserError(
+            f"deployment {deployment!r} has no schedule {missing[0]!r}: run `dbtflow schedules apply <file>` first"
+        )
+    changes = []
+    for slug in slugs:
+        target = (current[slug].parameters or {}).get("target") or (found.parameters or {}).get("target")
+        if not target:
+            raise UserError(f"schedule {slug!r} of {deployment!r} sets no target: add `target` to its parameters")
+        changes.append(ScheduleChange(deployment, slug, current[slug].id, bool(current[slug].active), str(target)))
+    evidence = check_reports(sorted({c.target for c in changes}), reports, max_age, now)
+    jobs = []
+    for job_id in job_ids:
+        raw = cloud.get_job_raw(job_id)
+        triggers = raw.get("triggers")
+        if not isinstance(triggers, dict):
+            raise UserError(f"dbt Cloud job {job_id} has no triggers object: check the job id and the host")
+        others = [t for t in OTHER_TRIGGERS if triggers.get(t)]
+        if raw.get("job_completion_trigger_condition"):
+            others.append("job completion")
+        jobs.append(JobChange(job_id, str(raw.get("name") or ""), triggers, raw.get("updated_at"), others))
+    return CutoverPlan(deployment, found.id, evidence, jobs, changes)
+
+
+def open_journal(store: JournalStore, deployment: str, cloud: DbtCloudClient) -> Journal:
+    """The journal to append to: the existing one (same deployment and account) or a new one."""
+    header = {"base_url": cloud.base_url, "account_id": cloud.account_id}
+    journal = store.load()
+    if journal is None:
+        return Journal.new(deployment, header)
+    if journal.doc["deployment"] != deployment or journal.doc["dbt_cloud"] != header:
+        raise UserError(
+            f"the journal ({store.where()}) belongs to {journal.doc['deployment']} and dbt Cloud "
+            f"{journal.doc['dbt_cloud']}: pass another --journal and --journal-key for {deployment}"
+        )
+    return journal
+
+
+def resolve_pending(
+    journal: Journal, store: JournalStore, prefect: SyncPrefectClient, cloud: Callable[[], DbtCloudClient]
+) -> str | None:
+    """Settle a change an interrupted run left pending; returns what was decided, or None."""
+    pending = journal.pending
+    if pending is None:
+        return None
+    obj = pending["object"]
+    if obj["kind"] == "dbt_cloud_job":
+        now: Any = cloud().get_job_raw(int(obj["job_id"])).get("triggers")
+    else:
+        _, current = read_deployment(prefect, obj["deployment"])
+        now = current[obj["slug"]].active if obj["slug"] in current else pending["before"]
+    what = f"{obj['kind'].replace('_', ' ')} {obj.get('job_id') or obj.get('slug')}"
+    if now == pending["intended"] and now != pending["before"]:
+        journal.complete(now, note="interrupted, found done by the next run")
+        decided = f"the interrupted change of {what} had happened: journaled"
+    elif now == pending["before"]:
+        journal.drop_pending()
+        decided = f"the interrupted change of {what} had not happened: dropped"
+    else:
+        raise UserError(
+            f"{what} changed since an interrupted {pending['op']} (now {now!r}, was {pending['before']!r}, "
+            f"intended {pending['intended']!r}): review it by hand; the journal ({store.where()}) still lists it"
+        )
+    store.save(journal)
+    return decided
+
+
+def apply_cutover(
+    plan: CutoverPlan,
+    prefect: SyncPrefectClient,
+    cloud: DbtCloudClient,
+    store: JournalStore,
+    journal: Journal,
+    actor: Actor,
+    echo: Callable[[str], None],
+) -> int:
+    """Make the plan's changes, journaling each before the next; returns how many were made."""
+    done = 0
+    todo = plan.changes
+    evidence = [
+        {"target": e.target, "report": str(e.path), "verdict": e.verdict, "generated_at": e.generated_at.isoformat()}
+        for e in plan.evidence
+    ]
+    journal.doc.setdefault("runs", []).append({**actor.as_dict(), "at": now_iso(), "parity": evidence})
+    try:
+        for job in (j for j in plan.jobs if j.needed):
+            journal.begin("cutover", job.object(), "triggers", job.before, job.after, actor)
+            store.save(journal)
+            try:
+                expect = {"triggers": job.before, "updated_at": job.updated_at}
+                update = cloud.update_job(job.job_id, {"triggers.schedule": False}, expect=expect)
+            except DbtCloudError:  # refused (changed meanwhile, 4xx): nothing was written
+                journal.drop_pending()
+                store.save(journal)
+                raise
+            after = update.after.get("triggers")
+            if not isinstance(after, dict) or after.get("schedule") is not False:
+                raise DbtCloudError(f"dbt Cloud accepted job {job.job_id}'s update but its schedule is {after!r}")
+            entry = journal.complete(after)
+            store.save(journal)
+            done += 1
+            echo(f"switched off the schedule of dbt Cloud job {job.job_id} {job.name!r} (journal #{entry['seq']})")
+        for s in (s for s in plan.schedules if s.needed):
+            journal.begin("cutover", s.object(), "active", False, True, actor)
+            store.save(journal)
+            schedules.set_schedule_active(prefect, plan.deployment_id, s.schedule_id, True)  # keeps its parameters
+            entry = journal.complete(True)
+            store.save(journal)
+            done += 1
+            echo(f"activated Prefect schedule {s.slug!r} of {plan.deployment} (journal #{entry['seq']})")
+    except Exception as exc:
+        code = 2 if isinstance(exc, UserError) else 1
+        raise CutoverStopped(
+            f"cutover stopped after {done} of {todo} change(s): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "  # noqa: E501
+            f"the journal ({store.where()}) holds what was done: `dbtflow rollback` undoes it, or fix the cause "
+            "and re-run `dbtflow cutover --apply` to finish",
+            code,
+        ) from exc
+    return done

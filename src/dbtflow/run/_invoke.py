@@ -1,0 +1,237 @@
+"""Invocation: run one dbt step in-process and say how it went.
+
+Contract
+- `run_step(step, paths, engine, index)` runs dbt Core in this process and returns a
+  `StepOutcome`: dbt's success flag, the error when dbt could not run its nodes (parse or
+  compile error, connection failure), how the project was parsed, and any reporting warnings.
+  Node results come from the run_results.json dbt writes (read by `dbtflow.dbt._artifacts`).
+- Engine `fast` (default): `dbt parse` first (partial parsing reuses target/partial_parse.msgpack
+  when project, target and vars are unchanged; the outcome says full or partial and how long),
+  then the command with that manifest, so dbt parses once; every dbt event goes to the
+  `NodeReporter`, whose callback only enqueues. Engine `prefect-dbt`: prefect-dbt's
+  `PrefectDbtRunner` as it is, the fallback and the benchmark's reference.
+- dbt's events are also offered to `event_listeners` (the CLI's progress bar); a listener must
+  only record, never block: it runs on dbt's threads.
+- dbt gets an argv list; the paths dbtflow owns are appended here: project, resolved profiles,
+  a per-target target path and the run's log folder, each only where dbt's own click command
+  for the step accepts it (`dbt deps` takes no `--target-path`: it would fail "No such option").
+- A `deps` step whose packages need the dbt package hub first checks that the hub answers
+  (`packages.hub_problem`, one bounded GET): if not, the step fails with one line naming the
+  packages and the fix, without starting dbt (dbt's hub client would retry for minutes).
+- dbt's console output is off (its lines reach Prefect's logs through the reporter; dbt.log
+  keeps the debug detail).
+- A `Stopper` (`dbtflow.run._stopper`) passed to `run_step` stops dbt from another thread.
+
+Pitfalls
+- `deps` and `parse` run without the pre-parse (deps must not need installed packages).
+- `dbt deps` changes the process's working folder to the project (dbt's
+  `move_to_nearest_project_dir`); `run_step` restores it, or every later relative path (the
+  default runs folder `.dbtflow/runs`) would move into the project.
+- `PrefectDbtRunner.invoke` raises ValueError when dbt returns an exception; that is an
+  outcome here, not a crash.
+- dbt-duckdb resolves a relative database path against the process cwd; profiles can use
+  `env_var('DBTFLOW_PROJECT_DIR')`, which is set to the project folder before each step.
+- Must not talk to the Prefect API itself: the reporter does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from dbt.cli.main import cli, dbtRunner
+from prefect.runtime import flow_run
+from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
+
+from dbtflow.dbt import _packages as packages
+from dbtflow.run import _warehouse as warehouse
+from dbtflow.run._outcome import ParseInfo, StepOutcome
+from dbtflow.run._reporter import NodeReporter
+from dbtflow.run._request import Step
+from dbtflow.run._stopper import EventListener, Stopper
+from dbtflow.settings import PROJECT_DIR
+
+Engine = Literal["fast", "prefect-dbt"]
+event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
+NO_PREPARSE = frozenset({"deps", "parse"})
+DRIVER_ERROR = re.compile(r"\d{3,6} \(\w{5}\): ")  # DB-API drivers' "errno (sqlstate): message"
+
+
+@dataclass(frozen=True)
+class StepPaths:
+    project_dir: Path
+    profiles_dir: Path
+    target_path: Path
+    log_path: Path
+
+    def argv(self, command: str = "build") -> list[str]:
+        """The paths as options, only those dbt's `command` accepts (`dbt deps` has no --target-path)."""
+        accepted = _accepted_options(command)
+        options = {
+            "project_dir": ("--project-dir", self.project_dir),
+            "profiles_dir": ("--profiles-dir", self.profiles_dir),
+            "target_path": ("--target-path", self.target_path),
+            "log_path": ("--log-path", self.log_path),
+        }
+        return [text for name, (flag, path) in options.items() if name in accepted for text in (flag, str(path))]
+
+
+@functools.cache
+def _accepted_options(command: str) -> frozenset[str]:
+    """The parameter names of dbt's own click command for `command` (e.g. `source freshness`)."""
+    found: Any = cli
+    for word in command.split():
+        found = found.commands[word]
+    return frozenset(str(p.name) for p in found.params)
+
+
+def run_step(
+    step: Step, paths: StepPaths, engine: Engine = "fast", index: int = 0, stopper: Stopper | None = None
+) -> StepOutcome:
+    """Run one dbt step in this process.
+
+    Args:
+        step: the step (its dbt argv and run-level options).
+        paths: the project, the resolved profiles, the per-target target path and the run's folder.
+        engine: `fast` (dbt with dbtflow's reporter) or `prefect-dbt` (PrefectDbtRunner as it is).
+        index: the step's position in the run (names its task runs).
+        stopper: stops dbt from another thread (the run's timeout); a fresh one when None.
+
+    Returns:
+        dbt's success flag, the error when dbt could not run its nodes, how it parsed, what it
+        could not report, and why it was stopped if it was.
+    """
+    os.environ[PROJECT_DIR] = str(paths.project_dir)
+    warehouse.bound_snowflake_retries()
+    warehouse.start_step()
+    stopper = stopper or Stopper()
+    stopper.begin_step()
+    token = event_listeners.set((*event_listeners.get(), stopper.on_event))
+    cwd = os.getcwd()  # `dbt deps` changes the process's folder to the project's (move_to_nearest_project_dir)
+    try:
+        hub = packages.hub_problem(paths.project_dir) if step.command == "deps" else None
+        if hub is not None:
+            outcome = StepOutcome(step, success=False, error=hub)
+        elif engine == "prefect-dbt":
+            outcome = _run_prefect_dbt(step, paths, stopper)
+        else:
+            outcome = _run_fast(step, paths, index, stopper)
+    except KeyboardInterrupt:
+        if not stopper.stopped:
+            raise
+        outcome = StepOutcome(step, success=False)
+    finally:
+        event_listeners.reset(token)
+        os.chdir(cwd)
+    interrupted = stopper.interrupted()
+    if interrupted is not None:
+        outcome = replace(outcome, success=False, error=f"stopped: {interrupted.reason}", interrupted=interrupted)
+    return outcome
+
+
+def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> StepOutcome:
+    reporter = NodeReporter(flow_run.id, flow_run.name, index) if flow_run.id else None
+    callbacks = list(event_listeners.get())
+    if reporter is not None:
+        callbacks.append(stopper.quiet(reporter.on_event))
+        reporter.start()
+    quiet = ["--log-level", "none", "--log-level-file", "debug"]  # console off (the reporter logs), dbt.log as usual
+    try:
+        outcome = _invoke_parsed(step, paths, quiet, callbacks, reporter, stopper)
+    finally:
+        warnings = tuple(reporter.close()) if reporter is not None else ()
+    return replace(outcome, reporting=warnings)
+
+
+def _invoke_parsed(
+    step: Step, paths: StepPaths, quiet: list[str], callbacks: list[EventListener], reporter: Any, stopper: Stopper
+) -> StepOutcome:
+    manifest, parse = None, None
+    common = [*paths.argv(step.command), *quiet]
+    if step.command not in NO_PREPARSE:
+        manifest, parse, error = _parse(step, [*paths.argv("parse"), *quiet], callbacks, stopper)
+        if manifest is None:
+            return StepOutcome(step, success=False, error=error, parse=parse)
+        if reporter is not None:
+            reporter.set_manifest(manifest)
+    runner = dbtRunner(manifest=manifest, callbacks=callbacks)
+    result = stopper.call(lambda: runner.invoke([*step.argv, *common]))
+    if result is None:
+        return StepOutcome(step, success=False, parse=parse)
+    error = _first_line(str(result.exception)) if result.exception else None
+    return StepOutcome(step, success=bool(result.success), error=error, parse=parse)
+
+
+def _parse(
+    step: Step, common: list[str], callbacks: list[EventListener], stopper: Stopper
+) -> tuple[Any, ParseInfo, str | None]:
+    """`dbt parse` with the step's target and vars; returns (manifest, how it parsed, error)."""
+    seen: dict[str, str] = {}
+
+    def probe(event: Any) -> None:
+        name = event.info.name
+        if name in ("UnableToPartialParse", "PartialParsingNotEnabled", "PartialParsingEnabled",
+                    "PartialParsingSkipParsing"):  # fmt: skip
+            seen[name] = getattr(event.data, "reason", "") or ""
+
+    globals_ = step.options_argv("--target", "--vars", "--threads")
+    started = time.perf_counter()
+    runner = dbtRunner(callbacks=[probe, *callbacks])
+    result = stopper.call(lambda: runner.invoke(["parse", *globals_, *common]))
+    seconds = time.perf_counter() - started
+    full = "UnableToPartialParse" in seen or "PartialParsingNotEnabled" in seen or not seen
+    reason = seen.get("UnableToPartialParse") or (
+        "partial parsing is off" if "PartialParsingNotEnabled" in seen else None
+    )
+    info = ParseInfo(partial=not full, seconds=seconds, reason=reason)
+    if result is None:
+        return None, info, "stopped"
+    if not result.success:
+        return None, info, _first_line(str(result.exception or "dbt parse failed"))
+    return result.result, info, None
+
+
+def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutcome:
+
+    class Runner(PrefectDbtRunner):
+        """PrefectDbtRunner that also hands every dbt event to our listeners."""
+
+        def _create_unified_callback(self, *args: Any, **kwargs: Any) -> Callable[[Any], None]:
+            inner = super()._create_unified_callback(*args, **kwargs)
+            listeners = event_listeners.get()
+
+            def callback(event: Any) -> None:
+                for listener in listeners:
+                    with contextlib.suppress(Exception):  # a listener never breaks dbt
+                        listener(event)
+                inner(event)
+
+            return callback
+
+    settings = PrefectDbtSettings(
+        project_dir=paths.project_dir, profiles_dir=paths.profiles_dir, target_path=paths.target_path
+    )
+    runner = Runner(settings=settings, raise_on_failure=False)
+    try:
+        result = stopper.call(lambda: runner.invoke([*step.argv, "--log-path", str(paths.log_path)]))
+    except ValueError as exc:
+        return StepOutcome(step, success=False, error=_first_line(str(exc)))
+    if result is None:
+        return StepOutcome(step, success=False)
+    error = _first_line(str(result.exception)) if result.exception else None
+    return StepOutcome(step, success=bool(result.success), error=error)
+
+
+def _first_line(text: str) -> str:
+    """dbt's first lines say what it was doing; a driver's error (`390144 (28000): ...`) nested below says why."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    cause = [line for line in lines[3:] if DRIVER_ERROR.match(line)][-1:]
+    return " ".join(lines[:3] + cause)[:500] if lines else "dbt failed without a message"

@@ -1,0 +1,254 @@
+"""The target's slot: two runs of one target never run dbt at the same time.
+
+Contract
+- `slot_name(request)` is the Prefect global concurrency limit (of 1) of the request's project
+  and target, `dbt-<project>-<target>`; `target_slot(name, timeout_seconds)` creates it if
+  missing, waits for it (TimeoutError if it stays taken past `timeout_seconds`) and holds it
+  through a lease, renewed every LEASE_SECONDS/4 on a thread, until the block ends.
+- A crashed run's slot frees itself within LEASE_SECONDS (plus the server's lease sweep, every
+  15 s): the next run of the target then starts.
+
+Pitfalls
+- Prefect's own renewal (`prefect.concurrency.sync.concurrency`) stops at the first failed
+  renewal, so a short API outage would let the lease lapse while dbt still runs: `_Lease`
+  keeps trying, through the Prefect client's lease methods with its retries off
+  (`PREFECT_CLIENT_MAX_RETRIES=0` for these calls: its backoff would block for a minute).
+- Acquiring is the client's `increment_concurrency_slots_with_lease`, waiting out each 423 for
+  the server's Retry-After; the acquired/released events are Prefect's own event names, built
+  with `prefect.events.emit_event`, so the limit's page in the UI shows the run holding it.
+- An API outage longer than about LEASE_SECONDS loses the slot: a waiting run of the target
+  may then start, and the run logs a warning.
+- A server restarted with in-memory lease storage (Prefect's default) forgets the lease but
+  not the slot: the run takes the slot again under a new lease. Self-hosted servers should keep
+  leases on disk (PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE, docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+from prefect import get_client, get_run_logger
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse, MinimalConcurrencyLimitResponse
+from prefect.events import Event, emit_event
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+from dbtflow._text import slug
+from dbtflow.run._request import RunRequest
+
+LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
+REQUEST_SECONDS = 10.0  # one lease call's bound, so that a dead API is noticed and retried soon
+T = TypeVar("T")
+
+
+def slot_name(request: RunRequest) -> str:
+    """The Prefect global concurrency limit (of 1) that keeps two runs of one target apart.
+
+    Args:
+        request: the validated request.
+
+    Returns:
+        `dbt-<project>-<target>`, slugged.
+    """
+    return slug("dbt", request.project.name, request.target)
+
+
+@contextlib.contextmanager
+def target_slot(name: str, timeout_seconds: float | None) -> Iterator[None]:
+    """Hold the slot `name` (waiting up to `timeout_seconds`; TimeoutError if it stays taken), renewing its lease.
+
+    Args:
+        name: the slot (`slot_name`).
+        timeout_seconds: how long to wait for it; None waits as long as it takes.
+    """
+    _ensure_limit(name)
+    acquired = _acquire(name, timeout_seconds)
+    limit = acquired.limits[0]
+    held = _limit_event("acquired", limit)
+    lease = _Lease(acquired.lease_id, name)
+    try:
+        yield
+    finally:
+        lease.release()
+        _limit_event("released", limit, follows=held)
+
+
+def _acquire(name: str, timeout_seconds: float | None) -> ConcurrencyLimitWithLeaseResponse:
+    """One slot of `name` under a lease, waiting out the server's 423 (slot taken) for its Retry-After."""
+    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+                )
+                return ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:
+                    raise
+                wait = float(exc.response.headers.get("Retry-After") or 1)
+            if deadline is not None:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"the slot {name!r} stayed taken for {timeout_seconds} s")
+                wait = min(wait, deadline - time.monotonic())
+            time.sleep(max(wait, 0))
+
+
+def _limit_event(phase: str, limit: MinimalConcurrencyLimitResponse, follows: Event | None = None) -> Event | None:
+    """Prefect's `prefect.concurrency-limit.<phase>` event for the slot (what its own `concurrency()` emits)."""
+    resource = {
+        "prefect.resource.id": f"prefect.concurrency-limit.{limit.id}",
+        "prefect.resource.name": limit.name,
+        "slots-acquired": "1",
+        "limit": str(limit.limit),
+    }
+    return emit_event(f"prefect.concurrency-limit.{phase}", resource=resource, follows=follows)
+
+
+def _no_retries(client: SyncPrefectClient, call: Callable[[SyncPrefectClient], T]) -> T:
+    """`call(client)` with the Prefect client's own retries off: the lease loop retries on its own terms."""
+    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+        return call(client)
+
+
+def _status(exc: httpx.HTTPStatusError) -> int:
+    return exc.response.status_code
+
+
+class _Lease:
+    """A slot's lease, renewed every LEASE_SECONDS/4 on a thread until released; API hiccups are retried.
+
+    Prefect's own renewal gives up after one failed renewal (three tries in a few seconds), so a
+    short API outage would let the lease lapse while dbt still runs: here it keeps trying, with
+    the client's retries off (its backoff would block for a minute). A server restarted
+    with in-memory lease storage (Prefect's default) forgets the lease but keeps the slot
+    counted: the lease then meets 410 before it could have expired, and the slot is taken again
+    under a new lease (released by name, acquired anew), else it would stay taken forever. A
+    lease that did expire (an outage past LEASE_SECONDS) is gone and the server freed the slot:
+    the run warns and carries on without it.
+    """
+
+    def __init__(self, lease_id: UUID, name: str) -> None:
+        self.lease_id: UUID | None = lease_id
+        self.name = name
+        self._renewed = self._acquired = time.monotonic()
+        self._forgotten: bool | None = None  # decided at the first 404/410: forgotten by the server, or expired
+        self._given_back = False  # the forgotten lease's slot was released by name
+        self._stop = threading.Event()
+        self._logger = get_run_logger()
+        self._client = get_client(sync_client=True, httpx_settings={"timeout": REQUEST_SECONDS}).__enter__()
+        self._thread = threading.Thread(target=self._loop, name="dbtflow-slot-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Give the slot back; a few tries through API hiccups, else the lease expires on its own."""
+        self._stop.set()
+        self._thread.join(15)
+        try:
+            for attempt in range(5):
+                try:
+                    return self._give_back()
+                except httpx.HTTPError as exc:
+                    if attempt == 4:
+                        self._logger.warning(
+                            "could not release the slot %r (it frees itself in %s s): %s", self.name, LEASE_SECONDS, exc
+                        )
+                    else:
+                        time.sleep(2)
+        finally:
+            self._client.__exit__(None, None, None)
+
+    def _give_back(self) -> None:
+        if self.lease_id is None:
+            return
+        if self._renew_status() in (404, 410):  # forgotten since the last renewal: decrement-with-lease ignores it
+            self._lease_gone(retake=False)
+            return
+        lease_id = self.lease_id
+        _no_retries(self._client, lambda client: client.release_concurrency_slots_with_lease(lease_id))
+        self.lease_id = None
+
+    def _loop(self) -> None:
+        failing_since: float | None = None
+        while self.lease_id is not None and not self._stop.wait(LEASE_SECONDS / 4 if failing_since is None else 3):
+            try:
+                if self._renew_status() in (404, 410):
+                    self._lease_gone(retake=True)
+            except httpx.HTTPError as exc:  # unreachable, or 5xx (a restarting or busy server): try again soon
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    self._logger.warning("could not renew the slot %r (%s); retrying", self.name, exc)
+                continue
+            if failing_since is not None:
+                self._logger.info("renewed the slot %r after %.0f s", self.name, time.monotonic() - failing_since)
+                failing_since = None
+
+    def _renew_status(self) -> int:
+        """Renew the lease: 2xx, or 404/410 when the server does not know it; raises while the API cannot say."""
+        lease_id = self.lease_id
+        assert lease_id is not None
+        try:
+            response: Any = _no_retries(
+                self._client, lambda client: client.renew_concurrency_lease(lease_id, LEASE_SECONDS)
+            )
+        except httpx.HTTPStatusError as exc:
+            if _status(exc) in (404, 410):
+                return _status(exc)
+            raise
+        self._renewed = time.monotonic()
+        return int(response.status_code)
+
+    def _lease_gone(self, retake: bool) -> None:
+        """The server does not know the lease: it expired (the slot is free) or it was forgotten (still counted)."""
+        if self._forgotten is None:
+            self._forgotten = time.monotonic() - self._renewed < LEASE_SECONDS - 5
+        if not self._forgotten:
+            self.lease_id = None
+            self._logger.warning(
+                "the slot %r was lost (its lease expired while the API was away): "
+                "another run of this target may start before this one ends",
+                self.name,
+            )
+            return
+        forgot = f"the Prefect server forgot the lease of the slot {self.name!r} (restarted with in-memory leases)"
+        if not self._given_back:  # it still counts the slot: give it back by name, once
+            held = time.monotonic() - self._acquired
+            _no_retries(self._client, lambda client: client.release_concurrency_slots([self.name], 1, held))
+            self._given_back = True
+        if not retake:
+            self.lease_id = None
+            self._logger.warning("%s; released the slot by name", forgot)
+            return
+        try:
+            response = _no_retries(
+                self._client,
+                lambda client: client.increment_concurrency_slots_with_lease(
+                    names=[self.name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+                ),
+            )
+        except httpx.HTTPStatusError as exc:
+            if _status(exc) != 423:
+                raise
+            self.lease_id = None  # another run took it meanwhile
+            self._logger.warning("%s and another run took it: this run carries on without it", forgot)
+            return
+        self.lease_id, self._renewed = UUID(response.json()["lease_id"]), time.monotonic()
+        self._forgotten, self._given_back = None, False
+        self._logger.warning("%s; took the slot again under a new lease", forgot)
+
+
+def _ensure_limit(name: str) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run of the target created it first
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
