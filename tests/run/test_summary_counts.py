@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dbtflow.run._flow import dbt_flow
-from tests.reliability.conftest import make_project
+from tests.run.reliability.conftest import make_project
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

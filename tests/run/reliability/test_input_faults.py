@@ -15,7 +15,7 @@ import pytest
 
 from dbtflow.run._flow import dbt_flow
 from tests.conftest import BIN
-from tests.reliability.conftest import make_project
+from tests.run.reliability.conftest import make_project
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

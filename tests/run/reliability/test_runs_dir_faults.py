@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from dbtflow.cli import app
 from dbtflow.run._flow import dbt_flow
 from tests.conftest import BIN
-from tests.reliability.conftest import make_project
+from tests.run.reliability.conftest import make_project
 
 MODELS = {f"m{i:02d}": "select 1 as id" for i in range(20)}
 
