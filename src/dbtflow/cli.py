@@ -30,6 +30,8 @@ from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_cutover import OneLine, cutover, rollback
 from dbtflow.cli_deploy import deploy, schedules_app
 from dbtflow.cli_parity import parity
+from dbtflow.cli_runs import RUN_STORAGE
+from dbtflow.cli_runs import app as runs_app
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
 from dbtflow.request import build_request
@@ -44,6 +46,7 @@ app.add_typer(cloud_app, name="cloud")
 app.command("cutover", cls=OneLine)(cutover)
 app.command("rollback", cls=OneLine)(rollback)
 app.add_typer(cli_notify.app, name="notify")
+app.add_typer(runs_app, name="runs")
 cli_notify.add_status_command(app)
 
 
@@ -73,6 +76,7 @@ def run(
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failure.")] = False,
     engine: Annotated[str, typer.Option(help="fast (default) or prefect-dbt.")] = "fast",
     on_overlap: Annotated[str, typer.Option(help="When the target is busy: wait (default) or cancel.")] = "wait",
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
     try:
@@ -95,6 +99,7 @@ def run(
             fail_fast=fail_fast,
             engine=engine,
             on_overlap=on_overlap,
+            run_storage=run_storage,
         )
         build_request(project, **params)
     except UserError as exc:
@@ -122,6 +127,8 @@ def run(
             event_listeners.reset(token)
     run_folder = runs_root() / str(final.state_details.flow_run_id) if final else LATEST_RUN[0]
     if run_folder is None or not (run_folder / "run.json").exists():
+        if final is not None and final.message:  # stopped before dbt (e.g. the run store cannot be written)
+            err.print(f"error: {final.message}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     record = json.loads((run_folder / "run.json").read_text())
     summary = run_folder / "summary.md"

@@ -62,6 +62,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
+from dbtflow import durable
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
 from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
 from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
@@ -71,6 +72,7 @@ from dbtflow.outcome import RunOutcome, StepReport
 from dbtflow.profiles import resolved_profiles
 from dbtflow.project import load_project
 from dbtflow.request import RunRequest, build_request
+from dbtflow.runstore import FolderStore, Store
 from dbtflow.slot import slot_name, target_slot
 from dbtflow.stopper import Stopper
 from dbtflow.summary import publish, summary_markdown
@@ -122,6 +124,7 @@ def dbt_flow(
         fail_fast: bool = False,
         engine: Literal["fast", "prefect-dbt"] = "fast",
         on_overlap: Literal["wait", "cancel"] = "wait",
+        run_storage: str | None = None,
     ) -> State:
         """Run dbt Core for this project.
 
@@ -144,6 +147,8 @@ def dbt_flow(
             engine: `fast` reports every dbt node to Prefect at the speed of plain dbt;
                 `prefect-dbt` uses prefect-dbt's PrefectDbtRunner as it is.
             on_overlap: When another run of this target is running: `wait` for it, or `cancel` this run.
+            run_storage: A Prefect storage block (e.g. `s3-bucket/dbtflow-runs`) that keeps each run's
+                artifacts; empty: env DBTFLOW_RUN_STORAGE, else the worker's local runs folder.
         """
         parameters = {name: value for name, value in locals().items() if name in PARAMETERS}
         return execute(project_dir, profiles_dir, parameters)
@@ -154,12 +159,29 @@ def dbt_flow(
 def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters: dict[str, Any]) -> State:
     logger = get_run_logger()
     try:
-        request = build_request(load_project(project_dir, profiles_dir), **parameters)
+        project = load_project(project_dir, profiles_dir)
+        request = build_request(project, **parameters)
     except UserError as exc:
         logger.error("invalid request: %s", exc)
         _final()
         return Failed(message=f"invalid request: {exc}")
+    state_folder = None
+    try:
+        store = durable.open_checked(request, _run_id())
+        request, state_folder = durable.store_state(request, store, parameters, project)
+    except UserError as exc:
+        logger.error("%s", exc)
+        _final()
+        return Failed(message=str(exc))
+    try:
+        return _in_slot(request, store)
+    finally:
+        if state_folder is not None:
+            shutil.rmtree(state_folder, ignore_errors=True)
 
+
+def _in_slot(request: RunRequest, store: Store) -> State:
+    logger = get_run_logger()
     name = slot_name(request)
     cancel = request.on_overlap == "cancel"
     held = False
@@ -167,7 +189,7 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         wait = 1.0 if cancel else request.timeout_seconds
         with target_slot(name, wait):
             held = True
-            return _execute(request)
+            return _execute(request, store)
     except TimeoutError:
         if held:
             raise
@@ -181,10 +203,16 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         return Failed(name="TimedOut", message=message)
 
 
-def _execute(request: RunRequest) -> State:
+def _run_id() -> str:
+    return str(flow_run.id or "local")
+
+
+def _execute(request: RunRequest, remote: Store) -> State:
     logger = get_run_logger()
-    store = RunStore(runs_root(), str(flow_run.id or "local"))
+    store = RunStore(runs_root(), _run_id())
     LATEST_RUN[0] = store.folder
+    if int(flow_run.run_count or 1) > 1 and durable.restore_attempt(remote, _run_id(), store.folder):
+        logger.info("restored the earlier attempt of this run from the run store %s", remote.where)
     attempt = plan_attempt(request, store.folder, max(1, int(flow_run.run_count or 1)))
     if attempt.number > 1:
         logger.info("%s", attempt.describe())
@@ -201,14 +229,21 @@ def _execute(request: RunRequest) -> State:
             )
     except UserError as exc:
         logger.error("%s", exc)
-        store.write_json("run.json", {**_run_record(request, attempt, None), "status": "failed", "message": str(exc)})
+        record = {**_run_record(request, attempt, None), "status": "failed", "message": str(exc)}
+        store.write_json("run.json", record)
+        durable.keep(remote, store.folder, _run_id(), record)
         _final()
         return Failed(message=str(exc))
 
-    store.write_json("run.json", _run_record(request, attempt, outcome))
-    (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder))
+    record = _run_record(request, attempt, outcome)
+    store.write_json("run.json", record)
+    (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder, _stored_at(remote)))
+    stored, upload_warning = durable.keep(remote, store.folder, _run_id(), record)
+    if upload_warning:
+        logger.warning("%s", upload_warning)
+        (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder, stored))
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
-        publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
+        publish(outcome, store.folder, key=_artifact_key(request), stored=stored)  # else the API is down
         if not outcome.failed and outcome.warnings:
             _emit_warned(request, outcome)
     for failure in outcome.failures:
@@ -222,6 +257,13 @@ def _execute(request: RunRequest) -> State:
     if outcome.failed and _retries_left():
         raise RetryFromFailure(f"{outcome.message} [attempt {attempt.number}; retrying from the failure]")
     return Failed(message=outcome.message) if outcome.failed else Completed(message=outcome.message)
+
+
+def _stored_at(remote: Store) -> str | None:
+    """The summary's line on where the run store keeps this run (None for the local folder)."""
+    if isinstance(remote, FolderStore):
+        return None
+    return f"Stored in the run store `{remote.where}:{_run_id()}/` (`dbtflow runs show {_run_id()}`)."
 
 
 def _retries_left() -> bool:

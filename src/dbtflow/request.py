@@ -9,6 +9,10 @@ Contract
   step; `select`, `exclude`, `selector`, `full_refresh`, `fail_fast`, `state`, `defer` go to
   every step whose subcommand accepts them. `steps` replaces `command`. `source_freshness`
   adds a first step and `generate_docs` a last one; neither fails the run (as in dbt Cloud).
+- `run_storage` (else the env `DBTFLOW_RUN_STORAGE`) is a Prefect block slug `<type>/<name>`
+  where the run's artifacts are kept (see `dbtflow.runstore`); empty: the local runs folder.
+  `state` may be `latest-success` or `latest-success:<target>`: the flow replaces it with a
+  folder holding that run's manifest, fetched from the run store, before building the request.
 
 Pitfalls
 - Selection values are matched token by token against dbt's selector grammar; anything that
@@ -23,6 +27,7 @@ Pitfalls
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -234,6 +239,11 @@ class RunRequest:
     engine: str = "fast"
     parameters: dict[str, Any] = field(default_factory=dict)
     on_overlap: str = "wait"
+    run_storage: str | None = None  # a Prefect storage block slug; None: the local runs folder
+
+
+STORE_STATE = re.compile(r"^latest-success(?::[A-Za-z_][A-Za-z0-9_\-]*)?$")
+_BLOCK_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def build_request(
@@ -256,6 +266,7 @@ def build_request(
     fail_fast: bool = False,
     engine: str = "fast",
     on_overlap: str = "wait",
+    run_storage: str | None = None,
 ) -> RunRequest:
     """Validate every parameter and build the steps; raise InvalidRequest on the first problem."""
     parameters = {k: v for k, v in locals().items() if k != "project"}
@@ -272,7 +283,7 @@ def build_request(
     if fail_fast:
         job_options["--fail-fast"] = []
     if state is not None:
-        job_options["--state"] = [_state_path("state", state)]
+        job_options["--state"] = [_state_path("state", state, from_store=True)]
     if defer:
         job_options["--defer"] = []
     if threads is not None:
@@ -297,7 +308,18 @@ def build_request(
         _assemble(project, target, cmd, opts, positionals, fatal, job_options)
         for cmd, opts, positionals, fatal in parsed
     ]
-    return RunRequest(project, target, built, timeout, engine, parameters, on_overlap)
+    storage = _run_storage(run_storage)
+    return RunRequest(project, target, built, timeout, engine, parameters, on_overlap, storage)
+
+
+def _run_storage(value: str | None) -> str | None:
+    slug = (value or os.environ.get("DBTFLOW_RUN_STORAGE") or "").strip() or None
+    if slug is not None and not _BLOCK_SLUG.match(slug):
+        raise InvalidRequest(
+            f"run_storage {slug!r} is not a Prefect block slug; use <block-type>/<block-name>, "
+            "e.g. s3-bucket/dbtflow-runs (or leave it empty for the local runs folder)"
+        )
+    return slug
 
 
 def _check_target(project: Project, target: str) -> None:
@@ -503,9 +525,11 @@ def _mapping(where: str, value: Mapping[str, Any] | str) -> str:
     return json.dumps(dict(value), default=str, sort_keys=True)
 
 
-def _state_path(where: str, value: str) -> str:
+def _state_path(where: str, value: str, from_store: bool = False) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequest(f"{where} must be a path to a folder of dbt artifacts")
+    if from_store and STORE_STATE.match(value):  # resolved by the flow from the run store before dbt starts
+        return value
     path = Path(value).expanduser()
     if not path.is_dir():
         raise InvalidRequest(f"{where}: {value!r} is not a folder; point it at the artifacts of a previous run")

@@ -1,0 +1,149 @@
+"""`dbtflow runs`: the runs kept in the run store, read with no local run folder.
+
+Contract
+- `dbtflow runs list [--target T] [--limit N]`: newest first, one line per run: flow-run id,
+  target, status (`completed`, `failed`, `timed_out`, or `incomplete` when its completion
+  marker is missing: still running, or its worker or upload died), when, message.
+- `dbtflow runs show <flow-run-id|latest|latest:target>`: the run's status and its summary
+  (steps, counts, every failure with dbt's message, skipped nodes), read from the store.
+- `dbtflow runs fetch <ref> --to DIR`: the run's files into DIR (run.json, summary.md, dbt.log,
+  one folder per step); `DIR/01-build` is then a `--state` folder.
+- `dbtflow runs prune --older-than 30d [--dry-run]`: deletes the runs last written before then.
+- Every command takes `--run-storage SLUG` (env DBTFLOW_RUN_STORAGE; default the local runs
+  folder). Errors a user can cause are one line on stderr and exit 2.
+
+Pitfalls
+- `latest` is the newest *complete* run: an incomplete one is listed, never picked.
+- Loading a block needs the Prefect API of the workspace that holds it (PREFECT_API_URL/KEY).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from dbtflow.errors import UserError
+from dbtflow.runstore import (
+    Store,
+    StoredRun,
+    fetch,
+    list_runs,
+    one_line,
+    open_store,
+    parse_age,
+    prune,
+    resolve,
+    storage_slug,
+)
+
+RUN_STORAGE = typer.Option(
+    "--run-storage",
+    envvar="DBTFLOW_RUN_STORAGE",
+    help="Prefect storage block that keeps the runs, e.g. s3-bucket/dbtflow-runs (default: the local runs folder).",
+)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Runs kept in the run store.")
+err = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+
+def _store(run_storage: str | None) -> Store:
+    return open_store(storage_slug(run_storage))
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    text = str(exc) if isinstance(exc, UserError) else f"cannot read the run store: {one_line(exc)}"
+    err.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _line(run: StoredRun) -> str:
+    message = " ".join(str(run.record.get("message") or "").split())[:160]
+    return f"{run.run_id}  {run.target or '-'}  {run.status}  {run.when or '-'}  {message}".rstrip()
+
+
+@app.command("list")
+def list_command(
+    target: Annotated[str | None, typer.Option(help="Only runs of this target.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
+) -> None:
+    """List the stored runs, newest first."""
+    try:
+        store = _store(run_storage)
+        runs = [r for r in list_runs(store) if not target or r.target == target][:limit]
+    except Exception as exc:
+        raise _fail(exc) from None
+    if not runs:
+        err.print(f"no runs in {store.where}", markup=False, highlight=False)
+    for run in runs:
+        out.print(_line(run), markup=False, highlight=False)
+
+
+@app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="A flow run id, latest, or latest:<target>.")],
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
+) -> None:
+    """Show a stored run: its status and summary, with every failure and dbt's message."""
+    try:
+        store = _store(run_storage)
+        run = resolve(store, ref)
+        with tempfile.TemporaryDirectory(prefix="dbtflow-show-") as tmp:
+            folder = fetch(store, run.run_id, Path(tmp), only=["summary.md", "run.json"])
+            summary = (folder / "summary.md").read_text() if (folder / "summary.md").exists() else ""
+            record = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+    except Exception as exc:
+        raise _fail(exc) from None
+    out.print(_line(run), markup=False, highlight=False)
+    if summary:
+        out.print(Markdown(summary))
+    elif record:
+        out.print(f"{record.get('status', '-')}: {record.get('message', '')}", markup=False, highlight=False)
+    else:
+        out.print("no summary or run.json stored for this run (its worker stopped early)", markup=False)
+    out.print(f"stored in {store.where}:{run.run_id}/", markup=False, highlight=False)
+
+
+@app.command("fetch")
+def fetch_command(
+    ref: Annotated[str, typer.Argument(help="A flow run id, latest, or latest:<target>.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to download the run's files into.")],
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
+) -> None:
+    """Download a stored run's artifacts (run.json, summary.md, dbt.log, step folders) into a folder."""
+    try:
+        store = _store(run_storage)
+        run = resolve(store, ref)
+        folder = fetch(store, run.run_id, to)
+    except OSError as exc:
+        err.print(f"error: cannot write into {to}: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        raise _fail(exc) from None
+    out.print(f"{run.run_id} ({run.status}) fetched into {folder}", markup=False, highlight=False)
+
+
+@app.command("prune")
+def prune_command(
+    older_than: Annotated[str, typer.Option(help="Age, e.g. 30d, 12h, 2w.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
+) -> None:
+    """Delete the stored runs older than --older-than."""
+    try:
+        age = parse_age(older_than)
+        store = _store(run_storage)
+        removed = prune(store, age, dry_run=dry_run)
+    except Exception as exc:
+        raise _fail(exc) from None
+    verb = "would delete" if dry_run else "deleted"
+    for run in removed:
+        out.print(f"{verb} {_line(run)}", markup=False, highlight=False)
+    out.print(f"{verb} {len(removed)} run(s) older than {older_than} in {store.where}", markup=False, highlight=False)
