@@ -29,6 +29,9 @@ Pitfalls
   each attempt.
 - S3Bucket has no delete method: `prune` deletes through the client the block's own credentials
   hand out (`credentials.get_s3_client()`), the same way prefect-aws's `move_object` does.
+- A store that is down costs, per object, ATTEMPTS tries times the block client's own retries
+  (botocore's default: a few connection attempts with backoff, tens of seconds in all); the
+  upload stops at the first object that still fails, so an outage delays the run's end once.
 - Block errors are reduced to one line (`type: first line`); botocore's messages name the key id
   at most, never the secret, and the block's credentials are never written to the store.
 """

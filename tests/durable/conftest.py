@@ -52,7 +52,7 @@ class S3:
         self.server.stop()
         self.stopped[0] = True
 
-    def keys(self) -> list[str]:
+    def objects(self) -> list[str]:
         """Every object key in the bucket, read from moto's backend (works while the server is down)."""
         from moto.core import DEFAULT_ACCOUNT_ID
         from moto.s3.models import s3_backends
@@ -95,7 +95,8 @@ def s3(prefect_api: str) -> Iterator[S3]:
     store.access_key, store.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
     httpx.post(f"{store.url}/moto-api/reset-auth", content="0").raise_for_status()  # from now on: signed requests only
 
-    params = AwsClientParameters(endpoint_url=store.url)
+    # botocore's own retries off: the run store's retries (runstore.ATTEMPTS) are what is tested, and quickly
+    params = AwsClientParameters(endpoint_url=store.url, config={"retries": {"max_attempts": 1}})
     good = AwsCredentials(
         aws_access_key_id=store.access_key,
         aws_secret_access_key=store.secret_key,
