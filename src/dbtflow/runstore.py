@@ -334,7 +334,7 @@ def _read_json(store: Store, key: str) -> dict[str, Any]:
 
 
 def _relative(key: str, folder: str) -> str:
-    key = key.lstrip("/")
+    key, folder = key.lstrip("/"), folder.strip("/")
     return key[len(folder) + 1 :] if folder and key.startswith(folder + "/") else key
 
 

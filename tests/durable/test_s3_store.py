@@ -68,6 +68,15 @@ def test_a_failed_run_is_read_back_from_the_store_on_a_fresh_clone(s3: S3, conta
     assert {r["unique_id"]: r["status"] for r in results["results"]}["model.dbt_williamgrant.int_months"] == "error"
     assert (tmp_path / "fetched" / "dbt.log").stat().st_size > 0
 
+    # parity reads the Prefect side from the store: the run against its own fetched copy holds
+    parity = dbtflow(
+        "parity", "--cloud-artifacts", str(tmp_path / "fetched"), "--prefect-run", "latest",
+        "--run-storage", STORE, "--no-publish", "--json-out", str(tmp_path / "parity.json"),
+    )  # fmt: skip
+    assert parity.returncode == 0, parity.stderr
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["prefect"]["flow_run_id"] == run_id
+
     # the store's own secret never reaches what it stores, nor the summary
     leaks = [k for k in s3.objects() if s3.secret_key.encode() in s3.body(k)]
     assert leaks == [] and s3.secret_key not in summary_artifact(run_id)
