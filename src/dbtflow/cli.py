@@ -30,7 +30,7 @@ from dbtflow.cli_cloud import app as cloud_app
 from dbtflow.cli_cutover import OneLine, cutover, rollback
 from dbtflow.cli_deploy import deploy, schedules_app
 from dbtflow.cli_parity import parity
-from dbtflow.cli_runs import RUN_STORAGE
+from dbtflow.cli_runs import RUN_STORAGE, retry
 from dbtflow.cli_runs import app as runs_app
 from dbtflow.errors import UserError
 from dbtflow.project import load_project
@@ -47,6 +47,7 @@ app.command("cutover", cls=OneLine)(cutover)
 app.command("rollback", cls=OneLine)(rollback)
 app.add_typer(cli_notify.app, name="notify")
 app.add_typer(runs_app, name="runs")
+app.command("retry")(retry)
 cli_notify.add_status_command(app)
 
 

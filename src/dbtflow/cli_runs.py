@@ -9,6 +9,9 @@ Contract
 - `dbtflow runs fetch <ref> --to DIR`: the run's files into DIR (run.json, summary.md, dbt.log,
   one folder per step); `DIR/01-build` is then a `--state` folder.
 - `dbtflow runs prune --older-than 30d [--dry-run]`: deletes the runs last written before then.
+- `dbtflow retry <flow-run-id> --project-dir DIR` (on any machine, a fresh clone will do): puts
+  the failed step's run_results.json from the store into `DIR/target/<target>/` and runs
+  `dbt retry` through the flow, so only the failed and skipped nodes run again.
 - Every command takes `--run-storage SLUG` (env DBTFLOW_RUN_STORAGE; default the local runs
   folder). Errors a user can cause are one line on stderr and exit 2.
 
@@ -20,9 +23,10 @@ Pitfalls
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -32,6 +36,7 @@ from dbtflow.errors import UserError
 from dbtflow.runstore import (
     Store,
     StoredRun,
+    StoreError,
     fetch,
     list_runs,
     one_line,
@@ -147,3 +152,67 @@ def prune_command(
     for run in removed:
         out.print(f"{verb} {_line(run)}", markup=False, highlight=False)
     out.print(f"{verb} {len(removed)} run(s) older than {older_than} in {store.where}", markup=False, highlight=False)
+
+
+def retry(
+    flow_run_id: Annotated[str, typer.Argument(help="The failed flow run to retry from (an id, or latest:<target>).")],
+    project_dir: Annotated[Path, typer.Option(help="The dbt project folder (a fresh clone will do).")] = Path("."),
+    profiles_dir: Annotated[Path | None, typer.Option(help="Folder of profiles.yml.")] = None,
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
+) -> None:
+    """Rerun only what failed or was skipped in a stored run, through `dbt retry`, on any machine."""
+    try:
+        store = _store(run_storage)
+        run = resolve(store, flow_run_id)
+        target = _restore_results(store, run, project_dir)
+    except Exception as exc:
+        raise _fail(exc) from None
+    from dbtflow.cli import run as run_command  # the same flow, progress and summary as `dbtflow run`
+
+    run_command(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        command="retry",
+        target=target,
+        run_storage=storage_slug(run_storage),
+        **_RUN_DEFAULTS,
+    )
+
+
+_RUN_DEFAULTS: dict[str, Any] = dict(
+    select=None,
+    exclude=None,
+    selector=None,
+    vars=None,
+    full_refresh=False,
+    state=None,
+    defer=False,
+    threads=None,
+    step=None,
+    source_freshness=False,
+    generate_docs=False,
+    timeout_seconds=None,
+    fail_fast=False,
+    engine="fast",
+    on_overlap="wait",
+)
+
+
+def _restore_results(store: Store, run: StoredRun, project_dir: Path) -> str:
+    """Put the failed step's run_results.json where `dbt retry` reads it (target/<target>/); returns the target."""
+    with tempfile.TemporaryDirectory(prefix="dbtflow-retry-") as tmp:
+        folder = fetch(store, run.run_id, Path(tmp), only=["run.json"])
+        record = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
+        failed = [s for s in record.get("steps") or [] if s.get("folder") and s.get("success") is False]
+        if record.get("status") != "failed" or not failed:
+            raise StoreError(f"run {run.run_id} did not fail ({record.get('status') or 'no record'}): nothing to retry")
+        step = failed[-1]["folder"]
+        fetch(store, run.run_id, Path(tmp), only=[f"{step}/run_results.json"])
+        results = Path(tmp) / step / "run_results.json"
+        if not results.exists():
+            raise StoreError(f"run {run.run_id} kept no run_results.json for step {step}: rerun it in full instead")
+        target = str(record.get("target"))
+        dest = project_dir / "target" / target
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(results, dest / "run_results.json")
+    return target
