@@ -25,6 +25,11 @@ Contract
 Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
   partial-parse state or run_results, and `dbt retry` finds the previous results.
+- With a `run_storage` block (see `dbtflow.durable`, `dbtflow.runstore`): the store is probed
+  before the slot is taken and dbt starts, `state="latest-success[:target]"` is fetched from it,
+  a retried attempt on a new worker gets the earlier attempt back from it, the partial-parse
+  cache is restored from it (`dbtflow.parse_cache`), and the run is uploaded to it at the end
+  (a failed upload is a warning; the final state is still dbt's).
 - Artifacts left in the target path by an earlier run are removed before each step, so a
   step that dies before writing run_results is never credited with an old one. A `retry`
   step reads run_results.json there: an explicit `dbt retry` step keeps the one found, a flow
@@ -62,7 +67,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
-from dbtflow import durable
+from dbtflow import durable, parse_cache
 from dbtflow.artifacts import ARTIFACT_FILES, RunStore
 from dbtflow.artifacts import runs_root as runs_root  # re-exported: the CLI and tests import it from here
 from dbtflow.attempts import Attempt, PlannedStep, earlier_reports, plan_attempt
@@ -218,6 +223,9 @@ def _execute(request: RunRequest, remote: Store) -> State:
         logger.info("%s", attempt.describe())
     store.write_json("run.json", _run_record(request, attempt, None))
     outcome = RunOutcome(request.target, attempt=attempt.number, earlier=earlier_reports(attempt, store.folder))
+    restored = parse_cache.restore(remote, request, _target_path(request))
+    if restored:
+        logger.info("%s", restored)
     try:
         with resolved_profiles(request.project, request.target) as profiles:
             _run_with_timeout(
@@ -239,6 +247,7 @@ def _execute(request: RunRequest, remote: Store) -> State:
     store.write_json("run.json", record)
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder, _stored_at(remote)))
     stored, upload_warning = durable.keep(remote, store.folder, _run_id(), record)
+    parse_cache.save(remote, request, _target_path(request))
     if upload_warning:
         logger.warning("%s", upload_warning)
         (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder, stored))
