@@ -58,7 +58,7 @@ def test_state_latest_success_defers_to_the_stored_run_on_a_fresh_clone(
     ran = executed(tmp_path / "dev")
     expected = {u for u in descendants(manifest, "model.dbt_williamgrant.int_months") if u.split(".")[0] != "exposure"}
     assert set(ran) - {u for u in ran if u.startswith("exposure.")} == expected  # only the change and its children
-    assert all(status in ("success", "pass") for status in ran.values())
+    assert all(status in ("success", "pass") for uid, status in ran.items() if not uid.startswith("exposure."))
     argv = json.loads((tmp_path / "dev" / "run.json").read_text())["steps"][0]["argv"]
     state_dir = argv[argv.index("--state") + 1]
     assert "--defer" in argv and not Path(state_dir).exists()  # a temporary folder, removed after the run
