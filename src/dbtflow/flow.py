@@ -246,8 +246,8 @@ def _execute(request: RunRequest, remote: Store) -> State:
     record = _run_record(request, attempt, outcome)
     store.write_json("run.json", record)
     (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder, _stored_at(remote)))
+    parse_cache.save(remote, request, _target_path(request))  # before the run's upload: its marker comes last
     stored, upload_warning = durable.keep(remote, store.folder, _run_id(), record)
-    parse_cache.save(remote, request, _target_path(request))
     if upload_warning:
         logger.warning("%s", upload_warning)
         (store.folder / "summary.md").write_text(summary_markdown(outcome, store.folder, stored))

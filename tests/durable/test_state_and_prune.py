@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import shutil
 import threading
@@ -77,7 +78,8 @@ def test_two_runs_at_once_then_prune_older_than_30_days(
     def one(i: int) -> None:
         states[i] = run(clones[i], target="local", select="int_months", run_storage=STORE)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    # each thread in this context: the session's Prefect server settings (else Prefect starts its own)
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one, i)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
