@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ BUCKET = "dbtflow-runs"
 STORE = "s3-bucket/dbtflow-runs"
 WRONG = "s3-bucket/dbtflow-runs-wrong"
 FOLDER = "runs"  # the block's bucket_folder
+WRONG_SECRET = f"wrong-{uuid.uuid4().hex}"  # the secret of the wrong-credentials block
 
 
 @dataclass
@@ -85,9 +87,10 @@ def s3(prefect_api: str) -> Iterator[S3]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     store = S3(free_port(), "", "")
     store.start()
-    setup = {"endpoint_url": store.url, "region_name": "us-east-1", "aws_access_key_id": "setup"}
-    iam = boto3.client("iam", **setup, aws_secret_access_key="setup")
-    boto3.client("s3", **setup, aws_secret_access_key="setup").create_bucket(Bucket=BUCKET)
+    anyone = uuid.uuid4().hex  # before authentication is on, moto takes any key
+    setup = {"endpoint_url": store.url, "region_name": "us-east-1", "aws_access_key_id": anyone}
+    iam = boto3.client("iam", **setup, aws_secret_access_key=anyone)
+    boto3.client("s3", **setup, aws_secret_access_key=anyone).create_bucket(Bucket=BUCKET)
     iam.create_user(UserName="dbtflow")
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
     iam.put_user_policy(UserName="dbtflow", PolicyName="runs", PolicyDocument=json.dumps(policy))
@@ -105,7 +108,7 @@ def s3(prefect_api: str) -> Iterator[S3]:
     )
     wrong = AwsCredentials(
         aws_access_key_id=store.access_key,
-        aws_secret_access_key="not-the-secret",
+        aws_secret_access_key=WRONG_SECRET,
         region_name="us-east-1",
         aws_client_parameters=params,
     )

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from dbtflow.flow import dbt_flow, runs_root
-from tests.durable.conftest import FOLDER, S3, STORE, WRONG, dbtflow
+from tests.durable.conftest import FOLDER, S3, STORE, WRONG, WRONG_SECRET, dbtflow
 
 FAILING = "select no_such_column from no_such_table\n"
 
@@ -87,7 +87,7 @@ def test_wrong_credentials_stop_the_run_before_dbt_with_one_line(s3: S3, contain
     assert state.is_failed()
     assert state.message.startswith(f"run_storage '{WRONG}' cannot be written (ClientError: ")
     assert "SignatureDoesNotMatch" in state.message and "check the block's credentials" in state.message
-    assert "\n" not in state.message and "not-the-secret" not in state.message
+    assert "\n" not in state.message and WRONG_SECRET not in state.message
     assert not (container / "target").exists()  # dbt never started
 
     missing = run(container, target="local", run_storage="s3-bucket/no-such-store")
