@@ -47,6 +47,7 @@ def run_dbt_wg(
     engine: Literal["fast", "prefect-dbt"] = "fast",
     on_overlap: Literal["wait", "cancel"] = "wait",
     install_deps: bool = True,
+    run_storage: str | None = None,
 ) -> State:
     """Run dbt Core for this project.
 
@@ -71,6 +72,8 @@ def run_dbt_wg(
         on_overlap: When another run of this target is running: `wait` for it, or `cancel` this run.
         install_deps: Run `dbt deps` first when packages.yml or dependencies.yml lists packages
             that are missing or do not match package-lock.yml (as dbt Cloud does every job).
+        run_storage: A Prefect storage block (e.g. `s3-bucket/dbtflow-runs`) that keeps each run's
+            artifacts; empty: env DBTFLOW_RUN_STORAGE, else the worker's local runs folder.
     """
     return execute(PROJECT_DIR, None, dict(locals()))
 

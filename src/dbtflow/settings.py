@@ -26,6 +26,7 @@ DEPLOYMENT = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"  # how Prefect's CLI and API name 
 ENTRYPOINT = f"flows/{DEPLOYMENT_NAME}_flow.py:{FLOW_NAME}"
 
 RUNS_DIR = "DBTFLOW_RUNS_DIR"  # where run folders are kept
+RUN_STORAGE = "DBTFLOW_RUN_STORAGE"  # the run store's Prefect block slug, when the run_storage parameter is empty
 PROJECT_DIR = "DBTFLOW_PROJECT_DIR"  # set by dbtflow before each step, for profiles' env_var()
 ALERT_URL = "DBTFLOW_ALERT_URL"  # the default variable holding a notification webhook URL
 SNOWFLAKE_RETRY_SECONDS = "DBTFLOW_SNOWFLAKE_RETRY_SECONDS"

@@ -74,8 +74,9 @@ EXPECT = {
     "dbtflow notify setup --channel slack --on-warning": "automation 'dbtflow alerts: run_dbt_wg/dbt_wg': created",
     "dbtflow notify setup --block dbtflow-alerts --on-warning": ": unchanged",
     'prefect flow-run inspect "$FLOW_RUN_ID"': "model dim_distributors error",
-    'cat "$DBTFLOW_RUNS_DIR/$FLOW_RUN_ID/summary.md"': "dim_distributors",
-    "find \"$DBTFLOW_RUNS_DIR/$FLOW_RUN_ID\" -name '*.sql'": "/compiled/dbt_williamgrant/models/marts/core/"
+    'dbtflow runs show "$FLOW_RUN_ID"': "dim_distributors",
+    "dbtflow runs list --target prod": "  prod  failed  ",
+    "find failed-run -name '*.sql'": "failed-run/01-build/compiled/dbt_williamgrant/models/marts/core/"
     "dim_distributors.sql",
     "dbtflow schedules apply prefect.yaml": "schedules already match",
     ROTATE: "rotated snowflake-credentials/dbt-wg-prod (private_key)",
@@ -202,6 +203,7 @@ def runbook(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def _remove_cutover_files(repo: Path) -> None:
     """The parity report and the journal the cutover section writes in the checkout."""
     (repo / "parity-prod.json").unlink(missing_ok=True)
+    shutil.rmtree(repo / "failed-run", ignore_errors=True)  # the failure section's `dbtflow runs fetch`
     shutil.rmtree(repo / ".dbtflow" / "cutover", ignore_errors=True)
 
 

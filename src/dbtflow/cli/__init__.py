@@ -30,6 +30,8 @@ from dbtflow.cli._cloud import app as cloud_app
 from dbtflow.cli._cutover import OneLine, cutover, rollback
 from dbtflow.cli._deploy import deploy, schedules_app
 from dbtflow.cli._parity import parity
+from dbtflow.cli._runs import RUN_STORAGE, retry
+from dbtflow.cli._runs import app as runs_app
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
 from dbtflow.run._api_check import check_api
@@ -45,6 +47,8 @@ app.add_typer(cloud_app, name="cloud")
 app.command("cutover", cls=OneLine)(cutover)
 app.command("rollback", cls=OneLine)(rollback)
 app.add_typer(cli_notify.app, name="notify")
+app.add_typer(runs_app, name="runs")
+app.command("retry")(retry)
 cli_notify.add_status_command(app)
 
 
@@ -77,6 +81,7 @@ def run(
     install_deps: Annotated[
         bool, typer.Option("--install-deps/--no-install-deps", help="dbt deps first when packages are out of date.")
     ] = True,
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
     # lazy: RunParameters imports pydantic; importing it here keeps `dbtflow --help` fast
@@ -105,6 +110,7 @@ def run(
             engine=engine,
             on_overlap=on_overlap,
             install_deps=install_deps,
+            run_storage=run_storage,
         )
         build_request(project, **params)
         check_runs_root(runs_root())

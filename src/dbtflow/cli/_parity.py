@@ -3,11 +3,14 @@
 Contract
 - One dbt Cloud side (`--cloud-artifacts DIR`, or `--cloud-run ID` / `--cloud-job ID` fetched
   through `fetch_cloud_artifacts`) and one Prefect side (`--prefect-run ID|latest` from the
-  run store under `--runs-dir`, or `--prefect-artifacts DIR`). Prints the markdown report,
-  writes `--markdown-out` / `--json-out` (`-` = stdout; the JSON carries `generated_at`, now in
-  UTC, and the Prefect side's `target` when its run says), applies `--accept FILE`, and when the
-  Prefect side is a stored flow run and a Prefect API is configured, publishes the markdown as
-  an artifact of that flow run (a failure to publish is a warning, never a different exit).
+  run store under `--runs-dir`, or, with `--run-storage SLUG` / env DBTFLOW_RUN_STORAGE, from
+  that Prefect storage block, fetched into a temporary folder, so a laptop checks a run made on
+  a managed pool; `latest` is then the newest complete run there), or `--prefect-artifacts DIR`).
+  Prints the markdown report, writes `--markdown-out` / `--json-out` (`-` = stdout; the JSON
+  carries `generated_at`, now in UTC, and the Prefect side's `target` when its run says),
+  applies `--accept FILE`, and when the Prefect side is a stored flow run and a Prefect API is
+  configured, publishes the markdown as an artifact of that flow run (a failure to publish is
+  a warning, never a different exit).
 - Exit 0: parity holds or every difference is explained or accepted; 1: something is
   unexplained; 2: bad input (one line on stderr, no traceback).
 - `fetch_cloud_artifacts(ref, dest)` is the boundary to the dbt Cloud API client
@@ -18,7 +21,8 @@ Pitfalls
 - The API token is never an option value (it would show in `ps` and shell history): it comes
   from a Prefect Secret block (`--cloud-token-secret`) or the environment, read by the client.
   The host and account may come from DBT_CLOUD_HOST / DBT_CLOUD_ACCOUNT_ID, as for cutover.
-- Prefect is imported only to publish, so comparing files needs no Prefect API and starts none.
+- Prefect is imported only to publish or to load a `--run-storage` block, so comparing files
+  needs no Prefect API and starts none.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ import typer
 from rich.console import Console
 
 from dbtflow._text import slug
+from dbtflow.cli._runs import RUN_STORAGE
 from dbtflow.dbt._artifacts import no_gc, runs_root
 from dbtflow.errors import UserError
 from dbtflow.parity._compare import apply_accepted, compare, load_accepted
 from dbtflow.parity._load import ParityInputError, load_artifact_set, resolve_run
 from dbtflow.parity._report import report_json, report_markdown
+from dbtflow.run._storage import storage_slug
 
 err = Console(stderr=True)
 CLOUD, PREFECT = "dbt Cloud", "Prefect"
@@ -137,6 +143,7 @@ def parity(
     prefect_run: Annotated[str | None, typer.Option(help="A stored flow run id, or latest.")] = None,
     prefect_artifacts: Annotated[Path | None, typer.Option(help="Folder of a Prefect run's artifacts.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where runs are stored (default DBTFLOW_RUNS_DIR).")] = None,
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
     accept: Annotated[Path | None, typer.Option(help="YAML/JSON list of reviewed differences.")] = None,
     json_out: Annotated[str | None, typer.Option(help="Write the JSON report here (- for stdout).")] = None,
     markdown_out: Annotated[Path | None, typer.Option(help="Write the markdown report here.")] = None,
@@ -149,11 +156,12 @@ def parity(
             CloudRunRef(cloud_run, cloud_job, cloud_host, cloud_account_id, cloud_token_secret),
             prefect_run,
             prefect_artifacts,
-            runs_dir,
+            runs_dir if runs_dir or not storage_slug(run_storage) else None,
             accept,
             json_out,
             markdown_out,
             publish,
+            None if runs_dir else storage_slug(run_storage),
         )
     raise typer.Exit(code)
 
@@ -168,11 +176,12 @@ def _parity(
     json_out: str | None,
     markdown_out: Path | None,
     publish: bool,
+    run_storage: str | None = None,
 ) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="dbtflow-parity-") as tmp:
             cloud_dir = _cloud_folder(cloud_artifacts, ref, Path(tmp))
-            prefect_dir = _prefect_folder(prefect_run, prefect_artifacts, runs_dir)
+            prefect_dir = _prefect_folder(prefect_run, prefect_artifacts, runs_dir, run_storage, Path(tmp))
             accepted = load_accepted(accept) if accept else []
             cloud = load_artifact_set(cloud_dir, CLOUD)
             if ref.run_id or ref.job_id:  # the download folder is temporary: name the run instead
@@ -239,11 +248,22 @@ def _cloud_folder(artifacts: Path | None, ref: CloudRunRef, tmp: Path) -> Path:
     return artifacts if artifacts else FETCH(ref, tmp)
 
 
-def _prefect_folder(run: str | None, artifacts: Path | None, runs_dir: Path | None) -> Path:
+def _prefect_folder(
+    run: str | None, artifacts: Path | None, runs_dir: Path | None, run_storage: str | None, tmp: Path
+) -> Path:
     if bool(run) == bool(artifacts):
         raise ParityInputError("give exactly one of --prefect-run ID|latest, --prefect-artifacts DIR")
     if artifacts:
         return artifacts
+    if run_storage:  # a run store block: fetch the run (not its compiled SQL) into the temporary folder
+        from dbtflow.run._storage import fetch, one_line, open_store, resolve
+
+        store = open_store(run_storage)
+        stored = resolve(store, str(run))
+        try:
+            return fetch(store, stored.run_id, tmp / "prefect" / stored.run_id, only=[".json"])
+        except Exception as exc:
+            raise ParityInputError(f"cannot fetch run {stored.run_id} from {store.where}: {one_line(exc)}") from None
     return resolve_run(runs_dir or runs_root(), str(run))
 
 

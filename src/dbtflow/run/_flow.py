@@ -32,6 +32,11 @@ Contract
 Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
   partial-parse state or run_results, and `dbt retry` finds the previous results.
+- With a `run_storage` block (see `dbtflow.run._durable`, `dbtflow.run._storage`): the store is probed
+  before the slot is taken and dbt starts, `state="latest-success[:target]"` is fetched from it,
+  a retried attempt on a new worker gets the earlier attempt back from it, the partial-parse
+  cache is restored from it (`dbtflow.run._parse_cache`), and the run is uploaded to it at the end
+  (a failed upload is a warning; the final state is still dbt's).
 - Artifacts left in the target path by an earlier run are removed before each step, so a
   step that dies before writing run_results is never credited with an old one. A `retry`
   step reads run_results.json there: an explicit `dbt retry` step keeps the one found, a flow
@@ -80,6 +85,8 @@ from dbtflow.dbt._artifacts import runs_root as runs_root  # re-exported: the CL
 from dbtflow.dbt._packages import install_reason, vars_of
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
+from dbtflow.run import _durable as durable
+from dbtflow.run import _parse_cache as parse_cache
 from dbtflow.run._attempts import Attempt, PlannedStep, earlier_reports, plan_attempt, with_deps
 from dbtflow.run._invoke import StepPaths, run_step
 from dbtflow.run._outcome import RunOutcome, StepOutcome, StepReport
@@ -88,6 +95,7 @@ from dbtflow.run._request import RunRequest, build_request
 from dbtflow.run._runs_dir import check_runs_root, quiet_logging_errors, storage_problem
 from dbtflow.run._slot import slot_name, target_slot
 from dbtflow.run._stopper import Stopper
+from dbtflow.run._storage import FolderStore, Store
 from dbtflow.run._summary import publish, summary_markdown
 from dbtflow.run._warehouse import release_connections
 from dbtflow.secrets._masking import masked_argv, masked_parameters, secret_env
@@ -150,6 +158,7 @@ def dbt_flow(
         engine: Literal["fast", "prefect-dbt"] = "fast",
         on_overlap: Literal["wait", "cancel"] = "wait",
         install_deps: bool = True,
+        run_storage: str | None = None,
     ) -> State:
         """Run dbt Core for this project.
 
@@ -174,6 +183,8 @@ def dbt_flow(
             on_overlap: When another run of this target is running: `wait` for it, or `cancel` this run.
             install_deps: Run `dbt deps` first when packages.yml or dependencies.yml lists packages
                 that are missing or do not match package-lock.yml (as dbt Cloud does every job).
+            run_storage: A Prefect storage block (e.g. `s3-bucket/dbtflow-runs`) that keeps each run's
+                artifacts; empty: env DBTFLOW_RUN_STORAGE, else the worker's local runs folder.
         """
         parameters = {name: value for name, value in locals().items() if name in PARAMETERS}
         return execute(project_dir, profiles_dir, parameters)
@@ -194,18 +205,30 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
     """
     logger = get_run_logger()
     try:
-        request = build_request(load_project(project_dir, profiles_dir), **parameters)
+        project = load_project(project_dir, profiles_dir)
+        request = build_request(project, **parameters)
     except UserError as exc:
         logger.error("invalid request: %s", exc)
         _final()
         return Failed(message=f"invalid request: {exc}")
+    state_folder = None
     try:
-        check_runs_root(runs_root())
-    except UserError as exc:  # no record could be kept: dbt must not start
+        check_runs_root(runs_root())  # no record could be kept: dbt must not start
+        store = durable.open_checked(request, _run_id())
+        request, state_folder = durable.store_state(request, store, parameters, project)
+    except UserError as exc:
         logger.error("%s", exc)
         _final()
         return Failed(message=str(exc))
+    try:
+        return _in_slot(request, store)
+    finally:
+        if state_folder is not None:
+            shutil.rmtree(state_folder, ignore_errors=True)
 
+
+def _in_slot(request: RunRequest, store: Store) -> State:
+    logger = get_run_logger()
     name = slot_name(request)
     cancel = request.on_overlap == "cancel"
     held = False
@@ -213,7 +236,7 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         wait = 1.0 if cancel else request.timeout_seconds
         with target_slot(name, wait):
             held = True
-            return _execute(request)
+            return _execute(request, store)
     except TimeoutError:
         if held:
             raise
@@ -227,14 +250,23 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         return Failed(name="TimedOut", message=message)
 
 
-def _execute(request: RunRequest) -> State:
+def _run_id() -> str:
+    return str(flow_run.id or "local")
+
+
+def _execute(request: RunRequest, remote: Store) -> State:
     logger = get_run_logger()
-    store = RunStore(runs_root(), str(flow_run.id or "local"))
+    store = RunStore(runs_root(), _run_id())
     LATEST_RUN[0] = store.folder
+    if int(flow_run.run_count or 1) > 1 and durable.restore_attempt(remote, _run_id(), store.folder):
+        logger.info("restored the earlier attempt of this run from the run store %s", remote.where)
     attempt = plan_attempt(request, store.folder, max(1, int(flow_run.run_count or 1)))
     if attempt.number > 1:
         logger.info("%s", attempt.describe())
     outcome = RunOutcome(request.target, attempt=attempt.number, earlier=earlier_reports(attempt, store.folder))
+    restored = parse_cache.restore(remote, request, _target_path(request))
+    if restored:
+        logger.info("%s", restored)
     try:
         attempt = _with_deps_if_needed(request, attempt)
         store.write_json("run.json", _run_record(request, attempt, None))
@@ -261,13 +293,21 @@ def _execute(request: RunRequest) -> State:
             )
     except UserError as exc:
         logger.error("%s", exc)
-        store.write_json("run.json", {**_run_record(request, attempt, None), "status": "failed", "message": str(exc)})
+        record = {**_run_record(request, attempt, None), "status": "failed", "message": str(exc)}
+        store.write_json("run.json", record)
+        durable.keep(remote, store.folder, _run_id(), record)
         _final()
         return Failed(message=str(exc))
 
-    problem = _save_record(request, attempt, outcome, store)
+    record = _run_record(request, attempt, outcome)
+    problem = _save_record(record, outcome, store, _stored_at(remote))
+    parse_cache.save(remote, request, _target_path(request))  # before the run's upload: its marker comes last
+    stored, upload_warning = durable.keep(remote, store.folder, _run_id(), record)
+    if upload_warning:
+        logger.warning("%s", upload_warning)
+        problem = _save_record(record, outcome, store, stored) or problem
     if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
-        publish(outcome, store.folder, key=_artifact_key(request))  # else the API is down: don't wait on it again
+        publish(outcome, store.folder, key=_artifact_key(request), stored=stored)  # else the API is down
         if not outcome.failed and outcome.warnings:
             _emit_warned(request, outcome)
     for failure in outcome.failures:
@@ -289,13 +329,13 @@ def _execute(request: RunRequest) -> State:
     return Failed(message=message) if outcome.failed else Completed(message=message)
 
 
-def _save_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome, store: RunStore) -> str | None:
+def _save_record(record: dict[str, Any], outcome: RunOutcome, store: RunStore, stored: str | None) -> str | None:
     """run.json and summary.md, each whole or not at all; the one-line problem when the disk is full."""
     summary = store.folder / "summary.md"
     tmp = summary.with_suffix(".md.tmp")
     try:
-        store.write_json("run.json", _run_record(request, attempt, outcome))
-        tmp.write_text(summary_markdown(outcome, store.folder))
+        store.write_json("run.json", record)
+        tmp.write_text(summary_markdown(outcome, store.folder, stored))
         tmp.replace(summary)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -312,6 +352,13 @@ def _with_deps_if_needed(request: RunRequest, attempt: Attempt) -> Attempt:
         return attempt
     get_run_logger().info("installing dbt packages first (dbt deps): %s", reason)
     return with_deps(attempt, request.deps_step, reason)
+
+
+def _stored_at(remote: Store) -> str | None:
+    """The summary's line on where the run store keeps this run (None for the local folder)."""
+    if isinstance(remote, FolderStore):
+        return None
+    return f"Stored in the run store `{remote.where}:{_run_id()}/` (`dbtflow runs show {_run_id()}`)."
 
 
 def _retries_left() -> bool:

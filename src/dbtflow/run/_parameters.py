@@ -20,6 +20,8 @@ Pitfalls
 - `vars` and `--args` are bounded (MAX_VARS_CHARS of text and of values, MAX_VARS_VALUES keys
   and values) with YAML aliases expanded: 300 bytes of nested aliases expand to millions of
   values, which json.dumps would spend minutes and hundreds of MB on. A cycle hits the bound too.
+- `run_storage` is a Prefect block slug `<block-type>/<name>`; `state` may also be
+  `latest-success[:<target>]` (STORE_STATE), which the flow resolves from the run store.
 - Must not import prefect or dbt: the CLI validates with it before either loads.
 """
 
@@ -55,6 +57,8 @@ _VALUE = r"[\w*?\[\]./\-]+"  # \w is Unicode: dbt selects `stg_ünïcødé_名�
 _METHOD = r"(?:[a-z_]+(?:\.[A-Za-z0-9_]+)*:)"
 _ATOM = rf"(?:@|\d*\+)?{_METHOD}?{_VALUE}(?:\+\d*)?"
 SELECTOR_TOKEN = re.compile(rf"^{_ATOM}(?:,{_ATOM})*$")
+STORE_STATE = re.compile(r"^latest-success(?::[A-Za-z_][A-Za-z0-9_\-]*)?$")  # state from the run store
+BLOCK_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 SHELL_TEXT = re.compile(r"[;|&`$<>\n\r\x00\"'\\]")
 
@@ -83,6 +87,9 @@ class RunParameters(BaseModel):
     on_overlap: Literal["wait", "cancel"] = Field("wait", description="When the target is busy: `wait` or `cancel`.")
     install_deps: bool = Field(
         True, description="Run `dbt deps` first when the installed packages do not match the lock."
+    )
+    run_storage: str | None = Field(
+        None, description="A Prefect storage block slug (`s3-bucket/dbtflow-runs`) that keeps the run's artifacts."
     )
 
     @classmethod
@@ -136,6 +143,8 @@ class RunParameters(BaseModel):
             raise InvalidRequest(f"on_overlap {data['on_overlap']!r} is unknown; use one of: {', '.join(OVERLAP)}")
         if not isinstance(data.get("install_deps", True), bool):
             raise InvalidRequest(f"install_deps must be true or false, not {data['install_deps']!r}")
+        if data.get("run_storage") is not None:
+            check_block_slug("run_storage", data["run_storage"])
         checked["steps"] = _steps(data.get("steps"))
         if checked["steps"] is None:
             _command(data.get("command", "build"))
@@ -200,6 +209,15 @@ def check_selection(where: str, value: str | Sequence[str]) -> list[str]:
             if method[1] and method[0].split(".")[0] not in SELECTOR_METHODS:
                 raise InvalidRequest(f"{where}: unknown selector method {method[0]!r} in {token!r}")
     return tokens
+
+
+def check_block_slug(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not BLOCK_SLUG.match(value.strip()):
+        raise InvalidRequest(
+            f"{where} {value!r} is not a Prefect block slug; use <block-type>/<block-name>, "
+            "e.g. s3-bucket/dbtflow-runs (or leave it empty for the local runs folder)"
+        )
+    return value.strip()
 
 
 def check_identifier(where: str, value: str) -> str:

@@ -15,6 +15,10 @@ Contract
   runs first if the installed packages do not match package-lock.yml (`dbtflow.dbt._packages`
   decides, at run time). A packages file that does not parse is refused here, whatever
   `install_deps` says (dbt reads it on every command).
+- `run_storage` (else the env `DBTFLOW_RUN_STORAGE`) is a Prefect block slug `<type>/<name>`
+  where the run's artifacts are kept (see `dbtflow.run._storage`); empty: the local runs folder.
+  `state` may be `latest-success` or `latest-success:<target>`: the flow replaces it with a
+  folder holding that run's manifest, fetched from the run store, before building the request.
 
 Pitfalls
 - Selection values are checked by `RunParameters` (see its Pitfalls); here they become tokens.
@@ -26,6 +30,7 @@ Pitfalls
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +57,10 @@ from dbtflow.dbt._packages import read_spec
 from dbtflow.dbt._project import Project
 from dbtflow.run._parameters import (
     IDENTIFIER,
+    STORE_STATE,
     InvalidRequest,
     RunParameters,
+    check_block_slug,
     check_identifier,
     check_int,
     check_mapping,
@@ -62,6 +69,7 @@ from dbtflow.run._parameters import (
     check_threads,
 )
 from dbtflow.secrets._masking import masked_argv
+from dbtflow.settings import RUN_STORAGE
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class RunRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     on_overlap: str = "wait"
     deps_step: Step | None = None  # `dbt deps`, run first when the installed packages do not match the lock
+    run_storage: str | None = None  # a Prefect storage block slug; None: the local runs folder
 
 
 def build_request(project: Project, **values: Any) -> RunRequest:
@@ -127,7 +136,7 @@ def build_request(project: Project, **values: Any) -> RunRequest:
     if params.fail_fast:
         job_options["--fail-fast"] = []
     if params.state is not None:
-        job_options["--state"] = [_state_path("state", params.state)]
+        job_options["--state"] = [_state_path("state", params.state, from_store=True)]
     if params.defer:
         job_options["--defer"] = []
     if params.threads is not None:
@@ -159,7 +168,14 @@ def build_request(project: Project, **values: Any) -> RunRequest:
         params.model_dump(),
         params.on_overlap,
         deps,
+        _run_storage(params.run_storage),
     )
+
+
+def _run_storage(value: str | None) -> str | None:
+    """The parameter, else DBTFLOW_RUN_STORAGE, checked; None: the local runs folder."""
+    slug = (value or os.environ.get(RUN_STORAGE) or "").strip() or None
+    return None if slug is None else check_block_slug("run_storage", slug)
 
 
 def _check_target(project: Project, target: str) -> None:
@@ -264,9 +280,11 @@ def _selector_name(project: Project, where: str, name: str) -> str:
     return name
 
 
-def _state_path(where: str, value: str) -> str:
+def _state_path(where: str, value: str, from_store: bool = False) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequest(f"{where} must be a path to a folder of dbt artifacts")
+    if from_store and STORE_STATE.match(value):  # resolved by the flow from the run store before dbt starts
+        return value
     path = Path(value).expanduser()
     if not path.is_dir():
         raise InvalidRequest(f"{where}: {value!r} is not a folder; point it at the artifacts of a previous run")

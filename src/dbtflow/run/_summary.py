@@ -5,7 +5,8 @@ Contract
   resource type and status, after a flow retry the attempts (every step with its attempt, and
   which attempt built which node), every failure with dbt's message and where its compiled SQL is,
   skipped nodes with the failure that caused the skip, warnings, the slowest nodes, and where
-  the artifacts are kept. Deterministic for a given outcome.
+  the artifacts are kept (and `stored`: where the run store holds them, or why the upload
+  failed). Deterministic for a given outcome.
 - `publish(outcome, run_folder, key)` creates the Prefect markdown artifact; a failure to
   publish is logged as a warning and never fails the run (observability never breaks the job).
 """
@@ -23,7 +24,7 @@ SLOWEST = 10
 logger = logging.getLogger(__name__)
 
 
-def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
+def summary_markdown(outcome: RunOutcome, run_folder: Path, stored: str | None = None) -> str:
     warned = outcome.warnings or outcome.unmatched
     status = "❌ Failed" if outcome.failed else ("⚠️ Completed with warnings" if warned else "✅ Completed")
     lines = [f"# dbt on `{outcome.target}`: {status}", "", outcome.message, "", "## Steps", ""]
@@ -66,6 +67,8 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path) -> str:
         lines += ["", "## Slowest nodes", "", "| node | status | seconds |", "|---|---|---|"]
         lines += [f"| {r.resource_type} `{r.name}` | {r.status} | {r.execution_time:.2f} |" for r in slowest]
     lines += ["", f"Artifacts and dbt.log: `{run_folder}`", ""]
+    if stored:
+        lines += [stored, ""]
     return "\n".join(lines)
 
 
@@ -134,11 +137,11 @@ def _one_line(text: str | None) -> str:
     return " ".join((text or "no message").split())
 
 
-def publish(outcome: RunOutcome, run_folder: Path, key: str) -> None:
+def publish(outcome: RunOutcome, run_folder: Path, key: str, stored: str | None = None) -> None:
 
     try:
         create_markdown_artifact(
-            markdown=summary_markdown(outcome, run_folder),
+            markdown=summary_markdown(outcome, run_folder, stored),
             key=key,
             description=outcome.message[:500],
         )
