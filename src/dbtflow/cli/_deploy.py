@@ -26,6 +26,7 @@ Pitfalls
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -33,11 +34,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 from rich.console import Console
 
-from dbtflow.deploy import _cloud_quickstart as cloud_quickstart
 from dbtflow.errors import UserError
-from dbtflow.settings import DEPLOYMENT, DEPLOYMENT_NAME
+from dbtflow.settings import DEPLOYMENT, DEPLOYMENT_NAME, ENTRYPOINT
 
 schedules_app = typer.Typer(no_args_is_help=True, add_completion=False, help="A deployment's schedules.")
 out = Console(highlight=False)
@@ -110,7 +111,7 @@ def deploy(
     ] = False,
     entrypoint: Annotated[
         str, typer.Option(help="With --print-cloud-commands: the flow, path/to/file.py:function.")
-    ] = cloud_quickstart.ENTRYPOINT,
+    ] = ENTRYPOINT,
     parameter: Annotated[
         list[str] | None,
         typer.Option("--parameter", "-p", help="With --print-cloud-commands: a deployment default, NAME=VALUE."),
@@ -118,6 +119,9 @@ def deploy(
 ) -> None:
     """Deploy `dbt_wg` from prefect.yaml and apply its schedules (or print the Prefect Cloud path)."""
     if print_cloud_commands:
+        # lazy: the check imports the entry file (Prefect, pydantic), so `dbtflow --help` stays fast
+        from dbtflow.deploy import _cloud_quickstart as cloud_quickstart
+
         try:
             cloud_quickstart.check(entrypoint, Path.cwd(), parameter or [])
         except UserError as exc:
@@ -147,10 +151,6 @@ _TEMPLATE_VAR = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")
 
 def _check_deployable(prefect_file: Path, name: str) -> None:
     """The deployment `name` is in the file, and every `{{ $VAR }}` it uses is set in the environment."""
-    import os
-
-    import yaml
-
     try:
         doc = yaml.safe_load(prefect_file.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -173,7 +173,7 @@ def _git_head(folder: Path) -> str | None:
 
 def _spec_hash(project_dir: Path, cli_vars: dict[str, Any]) -> str | None:
     """The `sha1_hash` `dbt deps` would write for the current spec; None if this dbt does not have it."""
-    try:
+    try:  # lazy: dbt loads when a run checks its packages, not when the CLI validates a request
         from dbt.config.project import package_and_project_data_from_root, package_config_from_data
         from dbt.config.renderer import PackageRenderer
         from dbt.task.deps import _create_sha1_hash

@@ -30,9 +30,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from dbtflow import settings
+from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
+from dbtflow.run._request import build_request
 
-ENTRYPOINT = "flows/dbt_wg_flow.py:run_dbt_wg"
+ENTRYPOINT = settings.ENTRYPOINT
 DEPLOY_PARAMETERS = ("command=build", "target=dev")
 RUN_PARAMETERS = ("target=prod", 'vars={"key":"value"}')
 SEED = "--with prefect --with 'prefect-dbt[all_extras]' --with dbt-snowflake==1.12.4"
@@ -43,14 +46,14 @@ TEMPLATE = """\
 # 0. Sign in to Prefect Cloud (once per machine):
 uvx prefect-cloud login
 # 1. Deploy from the repository on a Prefect Cloud managed pool (Python 3.12, the pinned runtime):
-uvx prefect-cloud deploy {entrypoint} --from {repo} --name dbt_wg --with-python 3.12 \\
+uvx prefect-cloud deploy {entrypoint} --from {repo} --name {name} --with-python 3.12 \\
     --with-requirements requirements-prefect.txt {deploy_parameters}
 #    Not the seed form ({seed}):
 #    {seed_form}.
 # 2. Give it the dev and prod schedules with their own parameters (prefect-cloud keeps only one):
 dbtflow schedules apply prefect.yaml
 # 3. An ad-hoc run with overrides, followed until it ends:
-uvx prefect-cloud run {flow}/dbt_wg {run_parameters} --follow"""
+uvx prefect-cloud run {flow}/{name} {run_parameters} --follow"""
 
 
 def commands(entrypoint: str, repo: str, parameters: list[str]) -> str:
@@ -61,6 +64,7 @@ def commands(entrypoint: str, repo: str, parameters: list[str]) -> str:
         seed=SEED,
         seed_form=SEED_FORM,
         flow=entrypoint.rsplit(":", 1)[-1],
+        name=settings.DEPLOYMENT_NAME,
         run_parameters=_options(list(RUN_PARAMETERS)),
     )
 
@@ -120,6 +124,7 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
 
 def _load(path: Path, function: str) -> tuple[Any, Path | None]:
     """The entry file's flow and the project it binds (`PROJECT_DIR`), imported as Prefect's runner would."""
+    # lazy: prefect loads only when the entry file is checked, so `dbtflow --help` stays fast
     from prefect import Flow
     from prefect.utilities.importtools import load_script_as_module
 
@@ -136,9 +141,6 @@ def _load(path: Path, function: str) -> tuple[Any, Path | None]:
 
 
 def _check_values(flow: Any, project_dir: Path | None, values: dict[str, Any]) -> None:
-    from dbtflow.dbt._project import load_project
-    from dbtflow.run._request import build_request
-
     function = flow.fn.__name__
     unknown = sorted(set(values) - set(flow.parameters.properties))
     if unknown:

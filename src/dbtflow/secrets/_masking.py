@@ -33,6 +33,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import yaml
+
 MASK = "*****"
 MIN_SECRET = 4
 SECRET_KEY = re.compile(r"passw(?:or)?d|pwd|passphrase|secret|token|api_?key|private_?key|credential", re.IGNORECASE)
@@ -98,8 +100,6 @@ def _load(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
-        import yaml
-
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError:
