@@ -30,7 +30,7 @@ from dbtflow.cli._cloud import app as cloud_app
 from dbtflow.cli._cutover import OneLine, cutover, rollback
 from dbtflow.cli._deploy import deploy, schedules_app
 from dbtflow.cli._parity import parity
-from dbtflow.cli._runs import RUN_STORAGE, retry
+from dbtflow.cli._runs import RUN_STORAGE, retry_target
 from dbtflow.cli._runs import app as runs_app
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
@@ -48,7 +48,6 @@ app.command("cutover", cls=OneLine)(cutover)
 app.command("rollback", cls=OneLine)(rollback)
 app.add_typer(cli_notify.app, name="notify")
 app.add_typer(runs_app, name="runs")
-app.command("retry")(retry)
 cli_notify.add_status_command(app)
 
 
@@ -84,6 +83,44 @@ def run(
     run_storage: Annotated[str | None, RUN_STORAGE] = None,
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
+    params: dict[str, Any] = dict(
+        command=command,
+        target=target,
+        select=select,
+        exclude=exclude,
+        selector=selector,
+        vars=vars,
+        full_refresh=full_refresh,
+        state=state,
+        defer=defer,
+        threads=threads,
+        steps=step,
+        source_freshness=source_freshness,
+        generate_docs=generate_docs,
+        timeout_seconds=timeout_seconds,
+        fail_fast=fail_fast,
+        engine=engine,
+        on_overlap=on_overlap,
+        install_deps=install_deps,
+        run_storage=run_storage,
+    )
+    _run_request(project_dir, profiles_dir, params)
+
+
+@app.command()
+def retry(
+    flow_run_id: Annotated[str, typer.Argument(help="The failed flow run to retry from (an id, or latest:<target>).")],
+    project_dir: Annotated[Path, typer.Option(help="The dbt project folder (a fresh clone will do).")] = Path("."),
+    profiles_dir: Annotated[Path | None, typer.Option(help="Folder of profiles.yml.")] = None,
+    run_storage: Annotated[str | None, RUN_STORAGE] = None,
+) -> None:
+    """Rerun only what failed or was skipped in a stored run, through `dbt retry`, on any machine."""
+    target = retry_target(flow_run_id, project_dir, run_storage)
+    _run_request(project_dir, profiles_dir, {"command": "retry", "target": target, "run_storage": run_storage})
+
+
+def _run_request(project_dir: Path, profiles_dir: Path | None, params: dict[str, Any]) -> None:
+    """Validate the request before Prefect or dbt start (one line, exit 2), run it, print the outcome, exit."""
     # lazy: RunParameters imports pydantic; importing it here keeps `dbtflow --help` fast
     from dbtflow.dbt._artifacts import runs_root
     from dbtflow.run._parameters import default_target
@@ -91,27 +128,7 @@ def run(
 
     try:
         project = load_project(project_dir, profiles_dir)
-        params: dict[str, Any] = dict(
-            command=command,
-            target=target or default_target(project),
-            select=select,
-            exclude=exclude,
-            selector=selector,
-            vars=vars,
-            full_refresh=full_refresh,
-            state=state,
-            defer=defer,
-            threads=threads,
-            steps=step,
-            source_freshness=source_freshness,
-            generate_docs=generate_docs,
-            timeout_seconds=timeout_seconds,
-            fail_fast=fail_fast,
-            engine=engine,
-            on_overlap=on_overlap,
-            install_deps=install_deps,
-            run_storage=run_storage,
-        )
+        params = {**params, "target": params["target"] or default_target(project)}
         build_request(project, **params)
         check_runs_root(runs_root())
         check_api(_api_url())

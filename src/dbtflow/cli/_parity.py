@@ -47,7 +47,7 @@ from dbtflow.errors import UserError
 from dbtflow.parity._compare import apply_accepted, compare, load_accepted
 from dbtflow.parity._load import ParityInputError, load_artifact_set, resolve_run
 from dbtflow.parity._report import report_json, report_markdown
-from dbtflow.run._storage import storage_slug
+from dbtflow.run._storage import fetch, one_line, open_store, resolve, storage_slug
 
 err = Console(stderr=True)
 CLOUD, PREFECT = "dbt Cloud", "Prefect"
@@ -256,8 +256,6 @@ def _prefect_folder(
     if artifacts:
         return artifacts
     if run_storage:  # a run store block: fetch the run (not its compiled SQL) into the temporary folder
-        from dbtflow.run._storage import fetch, one_line, open_store, resolve
-
         store = open_store(run_storage)
         stored = resolve(store, str(run))
         try:

@@ -26,7 +26,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -155,48 +155,25 @@ def prune_command(
     out.print(f"{verb} {len(removed)} run(s) older than {older_than} in {store.where}", markup=False, highlight=False)
 
 
-def retry(
-    flow_run_id: Annotated[str, typer.Argument(help="The failed flow run to retry from (an id, or latest:<target>).")],
-    project_dir: Annotated[Path, typer.Option(help="The dbt project folder (a fresh clone will do).")] = Path("."),
-    profiles_dir: Annotated[Path | None, typer.Option(help="Folder of profiles.yml.")] = None,
-    run_storage: Annotated[str | None, RUN_STORAGE] = None,
-) -> None:
-    """Rerun only what failed or was skipped in a stored run, through `dbt retry`, on any machine."""
+def retry_target(flow_run_id: str, project_dir: Path, run_storage: str | None) -> str:
+    """For `dbtflow retry`: the stored run's failed results put back for `dbt retry`; its target.
+
+    Args:
+        flow_run_id: the failed run (an id, `latest` or `latest:<target>`).
+        project_dir: the dbt project folder `dbt retry` will run in (a fresh clone will do).
+        run_storage: the run store's block slug (None: DBTFLOW_RUN_STORAGE, else the local folder).
+
+    Returns:
+        The target the failed run ran against.
+
+    Raises:
+        typer.Exit: 2, after one line on stderr, when the run cannot be read or did not fail.
+    """
     try:
         store = _store(run_storage)
-        run = resolve(store, flow_run_id)
-        target = _restore_results(store, run, project_dir)
+        return _restore_results(store, resolve(store, flow_run_id), project_dir)
     except Exception as exc:
         raise _fail(exc) from None
-    from dbtflow.cli import run as run_command  # the same flow, progress and summary as `dbtflow run`
-
-    run_command(
-        project_dir=project_dir,
-        profiles_dir=profiles_dir,
-        command="retry",
-        target=target,
-        run_storage=storage_slug(run_storage),
-        **_RUN_DEFAULTS,
-    )
-
-
-_RUN_DEFAULTS: dict[str, Any] = dict(
-    select=None,
-    exclude=None,
-    selector=None,
-    vars=None,
-    full_refresh=False,
-    state=None,
-    defer=False,
-    threads=None,
-    step=None,
-    source_freshness=False,
-    generate_docs=False,
-    timeout_seconds=None,
-    fail_fast=False,
-    engine="fast",
-    on_overlap="wait",
-)
 
 
 def _restore_results(store: Store, run: StoredRun, project_dir: Path) -> str:

@@ -30,6 +30,7 @@ import json
 import logging
 from pathlib import Path
 
+import dbt.version
 import yaml
 
 from dbtflow.run._request import RunRequest
@@ -42,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 
 def cache_key(request: RunRequest) -> str:
-    import dbt.version
 
     project = request.project
     vars_ = next((s.argv[s.argv.index("--vars") + 1] for s in request.steps if "--vars" in s.argv), "")

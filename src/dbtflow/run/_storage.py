@@ -167,6 +167,7 @@ def open_store(slug: str | None) -> Store:
         return FolderStore(runs_root())
     if slug.count("/") != 1 or not all(slug.split("/")):
         raise StoreError(f"run_storage {slug!r} is not a block slug; use <block-type>/<name>, e.g. s3-bucket/runs")
+    # lazy: prefect loads when a store is opened; `dbtflow runs` imports this module at start-up
     from prefect.blocks.core import Block
 
     try:
@@ -340,13 +341,13 @@ def _relative(key: str, folder: str) -> str:
 
 
 def _is_local(block: Any) -> bool:
-    from prefect.filesystems import LocalFileSystem
+    from prefect.filesystems import LocalFileSystem  # lazy: see open_store
 
     return isinstance(block, LocalFileSystem)
 
 
 def _is_remote(block: Any) -> bool:
-    from prefect.filesystems import RemoteFileSystem
+    from prefect.filesystems import RemoteFileSystem  # lazy: see open_store
 
     return isinstance(block, RemoteFileSystem)
 
