@@ -214,8 +214,10 @@ def test_run_time_errors_name_the_block_and_the_setup_command(project: Project):
     profiles = project.profiles_path
     good, wrong = f"{CONNECTOR}.{names.connector}.warehouse", f"{CREDENTIALS}.{names.credentials}.warehouse"
     profiles.write_text(profiles.read_text().replace(good, wrong))
+    project = load_project(project.project_dir)  # a run reads profiles.yml once, when it loads the project
     assert f"Prefect block {CREDENTIALS}/{names.credentials} has no field 'warehouse'" in resolve_error()
     profiles.write_text(profiles.read_text().replace(wrong, good))
+    project = load_project(project.project_dir)
 
     encrypted = new_key("pp")  # stored by hand (UI, API) without its passphrase
     creds = SnowflakeCredentials(account="a", user="u", private_key=encrypted.private_pem)
@@ -241,6 +243,7 @@ def test_the_rendered_profile_holds_no_block_value_and_the_environment_is_cleane
             "query_tag: dbtflow-dev", 'query_tag: "{{ prefect.variables.dbtflow_test_query_tag }}"'
         )
     )
+    project = load_project(project.project_dir)  # a run reads profiles.yml once, when it loads the project
     key = new_key("render passphrase")
     setup_target(project, "dev", SETTINGS, Secrets(key.private_pem, private_key_passphrase="render passphrase"))
     before = dict(os.environ)

@@ -4,19 +4,23 @@ Contract
 - `load_project(project_dir, profiles_dir)` reads dbt_project.yml, profiles.yml and
   selectors.yml as plain YAML (no Jinja rendering, no dbt import) and returns the profile's
   target names and the selector names, so that a request can be validated in milliseconds.
+  profiles.yml is parsed here once per run: `project.output(target)` and `project.profiles_config`
+  hand its target's mapping to the modules that resolve it (secrets, the parse cache).
 - profiles.yml is looked up like dbt does, except that one beside dbt_project.yml wins:
   the explicit `profiles_dir`, then the project folder, then `DBT_PROFILES_DIR`, then `~/.dbt`.
 
 Pitfalls
-- Values in profiles.yml may be Jinja or Prefect block references; only the *keys* (profile
-  and target names) are read here, never a value, so nothing secret is touched.
+- Values in profiles.yml may be Jinja or Prefect block references; they are kept as written
+  (never rendered or resolved here) and out of the Project's repr, so a log or traceback that
+  shows a Project never shows a profile value.
 - Works for any dbt project (R-202): nothing here is specific to a tenant.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +38,29 @@ class Project:
     targets: tuple[str, ...]
     default_target: str | None
     selectors: tuple[str, ...]
+    profiles: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # profiles.yml as written
 
     @property
     def profiles_path(self) -> Path:
         return self.profiles_dir / "profiles.yml"
+
+    @property
+    def profiles_config(self) -> dict[str, Any] | None:
+        """profiles.yml's top-level `config:` mapping, if any."""
+        config = self.profiles.get("config")
+        return copy.deepcopy(config) if isinstance(config, dict) else None
+
+    def output(self, target: str) -> dict[str, Any]:
+        """A copy of the target's mapping in the profile, as written (Jinja and block references unresolved).
+
+        Args:
+            target: one of `targets`.
+
+        Returns:
+            The mapping (callers may change their copy).
+        """
+        output = self.profiles[self.profile_name]["outputs"][target]
+        return copy.deepcopy(output) if isinstance(output, dict) else {}
 
 
 def load_project(project_dir: str | Path, profiles_dir: str | Path | None = None) -> Project:
@@ -80,6 +103,7 @@ def load_project(project_dir: str | Path, profiles_dir: str | Path | None = None
         targets=tuple(str(t) for t in profile["outputs"]),
         default_target=profile.get("target"),
         selectors=tuple(selectors),
+        profiles=profiles,
     )
 
 

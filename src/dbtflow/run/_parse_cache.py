@@ -31,7 +31,6 @@ import logging
 from pathlib import Path
 
 import dbt.version
-import yaml
 
 from dbtflow.run._request import RunRequest
 from dbtflow.run._storage import FolderStore, Store, one_line
@@ -48,7 +47,7 @@ def cache_key(request: RunRequest) -> str:
     vars_ = next((s.argv[s.argv.index("--vars") + 1] for s in request.steps if "--vars" in s.argv), "")
     parts = {
         "dbt": dbt.version.__version__,
-        "adapter": _adapter(project.profiles_path, project.profile_name, request.target),
+        "adapter": str(project.output(request.target).get("type") or "unknown"),
         "target": request.target,
         "vars": vars_,
         "path": str(project.project_dir.resolve()),
@@ -83,14 +82,6 @@ def save(store: Store, request: RunRequest, target_path: Path) -> None:
             store.write(f"{PREFIX}/{key}/{MSGPACK}", msgpack.read_bytes())
     except Exception as exc:
         logger.warning("could not store the partial-parse cache in %s: %s", store.where, one_line(exc))
-
-
-def _adapter(profiles: Path, profile: str, target: str) -> str:
-    try:
-        data = yaml.safe_load(profiles.read_text()) or {}
-        return str(data[profile]["outputs"][target]["type"])
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
-        return "unknown"
 
 
 def _files_hash(project_dir: Path) -> str:

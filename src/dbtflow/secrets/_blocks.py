@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-import yaml
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import BlockDocumentUpdate
@@ -246,8 +245,7 @@ def _write(
 
 def _threads(project: Project, target: str) -> int:
 
-    output = (yaml.safe_load(project.profiles_path.read_text()) or {})[project.profile_name]["outputs"][target]
-    threads = output.get("threads")
+    threads = project.output(target).get("threads")
     return threads if isinstance(threads, int) and threads > 0 else 4
 
 

@@ -81,11 +81,10 @@ def resolved_profiles(project: Project, target: str) -> Iterator[Path]:
     Raises:
         UserError: a block is missing, unreadable, of the wrong type, or holds a key that does not load.
     """
-    raw = yaml.safe_load(project.profiles_path.read_text()) or {}
-    output = raw[project.profile_name]["outputs"][target]
+    output = project.output(target)
     narrowed: dict[str, Any] = {project.profile_name: {"target": target, "outputs": {target: output}}}
-    if isinstance(raw.get("config"), dict):
-        narrowed["config"] = raw["config"]
+    if project.profiles_config is not None:
+        narrowed["config"] = project.profiles_config
     env: dict[str, str] = {}
     if any(BLOCK_REFERENCE.search(text) for text in _strings(output)):
         resolver = _BlockResolver(project, target)
@@ -108,8 +107,7 @@ def resolved_profiles(project: Project, target: str) -> Iterator[Path]:
 
 def referenced_blocks(project: Project, target: str) -> list[tuple[str, str]]:
     """The (block type slug, block name) pairs the target's profile refers to, in order."""
-    raw = yaml.safe_load(project.profiles_path.read_text()) or {}
-    output = raw[project.profile_name]["outputs"][target]
+    output = project.output(target)
     found = [(m[1], m[2]) for text in _strings(output) for m in BLOCK_REFERENCE.finditer(text)]
     return list(dict.fromkeys(found))
 
