@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
-from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dbtflow.cli import _notify as cli_notify
 from dbtflow.cli._blocks import app as blocks_app
 from dbtflow.cli._cloud import app as cloud_app
-from dbtflow.cli._cutover import OneLine, cutover, rollback
+from dbtflow.cli._common import OneLine, err, fail, out
+from dbtflow.cli._cutover import cutover, rollback
 from dbtflow.cli._deploy import deploy, schedules_app
 from dbtflow.cli._parity import parity
 from dbtflow.cli._runs import RUN_STORAGE, retry_target
@@ -38,8 +38,6 @@ from dbtflow.run._api_check import check_api
 from dbtflow.run._runs_dir import check_runs_root
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
-err = Console(stderr=True)
-out = Console()
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
@@ -133,13 +131,11 @@ def _run_request(project_dir: Path, profiles_dir: Path | None, params: dict[str,
         check_runs_root(runs_root())
         check_api(_api_url())
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
 
     final, run_folder = _run_flow(project, params)
     if run_folder is None and final is None:
-        err.print("error: dbt did not run: the flow stopped before it started dbt (see above)", markup=False)
-        raise typer.Exit(1)
+        raise fail("dbt did not run: the flow stopped before it started dbt (see above)", 1)
     code = _print_outcome(run_folder, final)
     if final is None:
         # The API is gone: Prefect's exit hooks would retry every unsent event and log line for

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Annotated, Literal, cast
 
 import typer
-from rich.console import Console
 
+from dbtflow.cli._common import err, fail, out
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
 from dbtflow.settings import (
@@ -35,8 +35,6 @@ from dbtflow.settings import (
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Create, update and rotate Prefect blocks.")
-err = Console(stderr=True)
-out = Console()
 
 
 def _setting(help: str, name: str) -> typer.models.OptionInfo:
@@ -94,8 +92,7 @@ def setup(
         _where_blocks_go()
         changes = setup_target(project, target, settings, secrets, auth=kind, rotate=rotate)
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     for change in changes:
         out.print(str(change), markup=False, highlight=False, soft_wrap=True)
 

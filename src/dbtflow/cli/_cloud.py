@@ -17,56 +17,20 @@ Pitfalls
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
-from rich.console import Console
-from typer.core import TyperCommand
 
+from dbtflow.cli._common import OneLine, err, fail, ids, out
 from dbtflow.errors import UserError
 from dbtflow.settings import DEPLOYMENT
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="dbt Cloud: import its jobs as Prefect schedules.")
-err = Console(stderr=True, soft_wrap=True, highlight=False)
-out = Console(soft_wrap=True, highlight=False)
 
 
-def _usage_errors() -> tuple[type[Exception], ...]:
-    """click's UsageError, and typer's vendored copy of it (typer >= 0.26 ships its own click)."""
-    try:
-        vendored = importlib.import_module("typer._click.exceptions").UsageError
-    except (ImportError, AttributeError):
-        vendored = click.UsageError
-    return tuple({click.UsageError, vendored})
-
-
-class _OneLineCommand(TyperCommand):
-    """Usage errors (an unknown option, a missing value) as one line and exit 2, like every other error."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        try:
-            return list(super().parse_args(ctx, args))
-        except _usage_errors() as exc:
-            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            err.print(f"error: {message}; see `{ctx.command_path} --help`", markup=False)
-            raise typer.Exit(2) from None
-
-
-def _ids(option: str, values: list[str] | None) -> list[int]:
-    ids = []
-    for value in values or []:
-        for part in value.split(","):
-            if not part.strip().isdigit():
-                raise UserError(f"{option} {value!r} is not a dbt Cloud id: pass a number, e.g. {option} 1234")
-            ids.append(int(part))
-    return ids
-
-
-@app.command("import-jobs", cls=_OneLineCommand)
+@app.command("import-jobs", cls=OneLine)
 def import_jobs_command(
     account: Annotated[
         str | None, typer.Option("--account", envvar="DBT_CLOUD_ACCOUNT_ID", help="dbt Cloud account id.")
@@ -111,11 +75,11 @@ def import_jobs_command(
             raise UserError(
                 "--account is required: the dbt Cloud account id (in its URLs), or set DBT_CLOUD_ACCOUNT_ID"
             )
-        (account_id,) = _ids("--account", [account])
+        (account_id,) = ids("--account", [account])
         project_ids, environment_ids, job_ids = (
-            _ids("--project", project),
-            _ids("--environment", environment),
-            _ids("--job", job),
+            ids("--project", project),
+            ids("--environment", environment),
+            ids("--job", job),
         )
         url = normalize_base_url(base_url)
         mapping = parse_target_map(target_map)
@@ -142,11 +106,9 @@ def import_jobs_command(
         else:
             write_schedules(text, Path(output), force=force)
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     except DbtCloudUnavailable as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise fail(exc, 1) from None
 
     _print_result(result, output)
     if strict and result.skipped:

@@ -29,16 +29,12 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 
-from dbtflow.cli._cloud import _ids, _OneLineCommand
+from dbtflow.cli._common import fail, ids, out
 from dbtflow.errors import UserError
 from dbtflow.settings import DEPLOYMENT
 
-err = Console(stderr=True, soft_wrap=True, highlight=False)
-out = Console(soft_wrap=True, highlight=False)
 CLIENT_OPTIONS: dict[str, Any] = {}
-OneLine = _OneLineCommand  # usage errors as one line, exit 2 (register the commands with cls=OneLine)
 
 Account = Annotated[str | None, typer.Option("--account", envvar="DBT_CLOUD_ACCOUNT_ID", help="dbt Cloud account id.")]
 BaseUrl = Annotated[
@@ -92,18 +88,14 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(2) from None
+        raise fail(exc) from None
     except CutoverStopped as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(exc.exit_code) from None
+        raise fail(exc, exc.exit_code) from None
     except (DbtCloudUnavailable, JournalWriteError) as exc:
-        err.print(f"error: {exc}", markup=False)
-        raise typer.Exit(1) from None
+        raise fail(exc, 1) from None
     except httpx.HTTPError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err.print(f"error: the Prefect API failed ({first}): check PREFECT_API_URL and the server", markup=False)
-        raise typer.Exit(1) from None
+        raise fail(f"the Prefect API failed ({first}): check PREFECT_API_URL and the server", 1) from None
 
 
 def _prefect_api() -> str:
@@ -126,7 +118,7 @@ def _cloud_factory(account: str | None, base_url: str | None, token_block: str |
 
     if not account:
         raise UserError("--account is required: the dbt Cloud account id (in its URLs), or set DBT_CLOUD_ACCOUNT_ID")
-    (account_id,) = _ids("--account", [account])
+    (account_id,) = ids("--account", [account])
     url = normalize_base_url(base_url or "cloud.getdbt.com")
     made: list[DbtCloudClient] = []
 
@@ -203,7 +195,7 @@ def _cutover(
     from dbtflow.cutover._journal import JournalStore
     from dbtflow.deploy._history import Actor
 
-    max_age, reports, job_ids = parse_age(max_parity_age), parse_reports(parity_report), _ids("--job", job)
+    max_age, reports, job_ids = parse_age(max_parity_age), parse_reports(parity_report), ids("--job", job)
     _prefect_api()
     if schedules_file is None:
         schedules_file = next((p for p in (Path("deploy/schedules.yaml"), Path("prefect.yaml")) if p.is_file()), None)

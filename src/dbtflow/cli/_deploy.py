@@ -35,19 +35,12 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 
+from dbtflow.cli._common import fail, out
 from dbtflow.errors import UserError
 from dbtflow.settings import DEPLOYMENT, DEPLOYMENT_NAME, ENTRYPOINT
 
 schedules_app = typer.Typer(no_args_is_help=True, add_completion=False, help="A deployment's schedules.")
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-
-def _fail(exc: UserError) -> typer.Exit:
-    err.print(f"error: {exc}", markup=False, soft_wrap=True)
-    return typer.Exit(2)
 
 
 @schedules_app.command("apply")
@@ -61,7 +54,7 @@ def apply_schedules(
     try:
         changes = _apply(file, deployment, dry_run, project_dir)
     except UserError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     for change in changes:
         out.print(str(change), markup=False, soft_wrap=True)
     if not changes:
@@ -125,23 +118,22 @@ def deploy(
         try:
             cloud_quickstart.check(entrypoint, Path.cwd(), parameter or [])
         except UserError as exc:
-            raise _fail(exc) from None
+            raise fail(exc) from None
         text = cloud_quickstart.commands(entrypoint, _github_repo(), parameter or [])
         out.print(text, markup=False, soft_wrap=True)
         return
     if not prefect_file.is_file():
-        raise _fail(UserError(f"{prefect_file} not found: run from the repository root or pass --prefect-file"))
+        raise fail(UserError(f"{prefect_file} not found: run from the repository root or pass --prefect-file"))
     try:
         _check_deployable(prefect_file, name)  # before anything is recorded or deployed
         _record_history(prefect_file, name)
         was_active = _active_flags(prefect_file, name)
     except UserError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file)]
     done = subprocess.run([*argv, "--name", name], check=False)
     if done.returncode != 0:
-        err.print(f"error: `prefect deploy` failed (exit {done.returncode}); see its output above", markup=False)
-        raise typer.Exit(1)
+        raise fail(f"`prefect deploy` failed (exit {done.returncode}); see its output above", 1)
     apply_schedules(prefect_file, deployment=None, dry_run=False, project_dir=None)
     _keep_active_flags(prefect_file, name, was_active)
 

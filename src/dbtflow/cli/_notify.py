@@ -30,24 +30,16 @@ from typing import Annotated
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from dbtflow.cli._cloud import _OneLineCommand
+from dbtflow.cli._common import OneLine, fail, out
 from dbtflow.errors import UserError
 from dbtflow.settings import ALERT_URL, DEPLOYMENT
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Failure alerts (Prefect Automations).")
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DEFAULT_DEPLOYMENT = DEPLOYMENT
 DEFAULT_RUNBOOK = Path("docs/runbook.md")
-
-
-def _fail(exc: UserError) -> typer.Exit:
-    err.print(f"error: {exc}", markup=False)
-    return typer.Exit(2)
 
 
 def _api_failure(exc: Exception) -> typer.Exit:
@@ -56,8 +48,7 @@ def _api_failure(exc: Exception) -> typer.Exit:
     from prefect.settings import get_current_settings
 
     detail = " ".join(str(exc).split())[:300]
-    err.print(f"error: the Prefect API at {get_current_settings().api.url} failed: {type(exc).__name__}: {detail}")
-    return typer.Exit(1)
+    return fail(f"the Prefect API at {get_current_settings().api.url} failed: {type(exc).__name__}: {detail}", 1)
 
 
 def _require_api() -> None:
@@ -73,7 +64,7 @@ def main() -> None:
     """Failure alerts for the deployment, through Prefect Automations and notification blocks."""
 
 
-@app.command("setup", cls=_OneLineCommand)
+@app.command("setup", cls=OneLine)
 def setup(
     deployment: Annotated[str, typer.Option(help="flow/deployment to watch.")] = DEFAULT_DEPLOYMENT,
     block: Annotated[
@@ -120,7 +111,7 @@ def setup(
     except UserError as exc:
         if channel and "no webhook URL" in str(exc):
             exc = UserError(f"{exc}: set {url_env} to the URL (it is a secret: never on the command line)")
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except httpx.HTTPError as exc:  # PrefectHTTPStatusError is one
         raise _api_failure(exc) from None
     out.print(f"block {result.block}: {result.block_action}", markup=False)
@@ -155,7 +146,7 @@ def status(
         _require_api()
         report = status_mod.collect(deployment, window, since, criteria, str(path) if path else None)
     except UserError as exc:
-        raise _fail(exc) from None
+        raise fail(exc) from None
     except httpx.HTTPError as exc:  # PrefectHTTPStatusError is one
         raise _api_failure(exc) from None
     if as_json:
@@ -168,7 +159,7 @@ def status(
 
 def add_status_command(parent: typer.Typer) -> None:
     """Register `status` on the top-level `dbtflow` app (usage errors as one line, like every command)."""
-    parent.command("status", cls=_OneLineCommand)(status)
+    parent.command("status", cls=OneLine)(status)
 
 
 def _minutes(seconds: float | None) -> str:

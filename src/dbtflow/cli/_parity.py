@@ -38,9 +38,9 @@ from typing import Annotated, Protocol
 from uuid import UUID
 
 import typer
-from rich.console import Console
 
 from dbtflow._text import slug
+from dbtflow.cli._common import err, fail
 from dbtflow.cli._runs import RUN_STORAGE
 from dbtflow.dbt._artifacts import no_gc, runs_root
 from dbtflow.errors import UserError
@@ -49,7 +49,6 @@ from dbtflow.parity._load import ParityInputError, load_artifact_set, resolve_ru
 from dbtflow.parity._report import report_json, report_markdown
 from dbtflow.run._storage import fetch, one_line, open_store, resolve, storage_slug
 
-err = Console(stderr=True)
 CLOUD, PREFECT = "dbt Cloud", "Prefect"
 
 
@@ -188,7 +187,7 @@ def _parity(
                 cloud.source = f"dbt Cloud run {ref.run_id}" if ref.run_id else f"dbt Cloud job {ref.job_id}'s last run"
             report = apply_accepted(compare(cloud, load_artifact_set(prefect_dir, PREFECT)), accepted)
     except UserError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        fail(exc)
         return 2
     markdown = report_markdown(report)
     # generated_at: now, when the report is made; the cutover gate ages a report by it
@@ -199,7 +198,7 @@ def _parity(
         if json_out and json_out != "-":
             Path(json_out).write_text(document)
     except OSError as exc:
-        err.print(f"error: cannot write the report: {exc}", markup=False, highlight=False, soft_wrap=True)
+        fail(f"cannot write the report: {exc}")
         return 2
     if json_out == "-":
         sys.stdout.write(document + "\n")

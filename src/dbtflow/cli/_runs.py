@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markdown import Markdown
 
+from dbtflow.cli._common import err, fail, out
 from dbtflow.errors import UserError
 from dbtflow.run._storage import (
     Store,
@@ -55,8 +55,6 @@ RUN_STORAGE = typer.Option(
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Runs kept in the run store.")
-err = Console(stderr=True)
-out = Console(soft_wrap=True)
 
 
 def _store(run_storage: str | None) -> Store:
@@ -64,9 +62,7 @@ def _store(run_storage: str | None) -> Store:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    text = str(exc) if isinstance(exc, UserError) else f"cannot read the run store: {one_line(exc)}"
-    err.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+    return fail(exc if isinstance(exc, UserError) else f"cannot read the run store: {one_line(exc)}")
 
 
 def _line(run: StoredRun) -> str:
@@ -129,8 +125,7 @@ def fetch_command(
         run = resolve(store, ref)
         folder = fetch(store, run.run_id, to)
     except OSError as exc:
-        err.print(f"error: cannot write into {to}: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail(f"cannot write into {to}: {exc}") from None
     except Exception as exc:
         raise _fail(exc) from None
     out.print(f"{run.run_id} ({run.status}) fetched into {folder}", markup=False, highlight=False)
