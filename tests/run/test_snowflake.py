@@ -90,7 +90,7 @@ def test_setup_script_then_run_dbt_wg_builds_the_tenant_on_snowflake(
 ):
     """The operator's path, as is: the script (a real process) on the tenant's own block names, then `run_dbt_wg`."""
     from flows.dbt_wg_flow import PROJECT_DIR, run_dbt_wg
-    from tests.integration.test_tenant_flow import expected_build_counts
+    from tests.run.test_tenant_flow import expected_build_counts
 
     key = new_key()
     snowflake.set_user("DBT_WG_DEV", public_keys=[key.public_pem])

@@ -31,6 +31,7 @@ from typing import Annotated
 import typer
 from rich.markdown import Markdown
 
+from dbtflow._text import parse_duration
 from dbtflow.cli._common import err, fail, out
 from dbtflow.errors import UserError
 from dbtflow.run._storage import (
@@ -41,7 +42,6 @@ from dbtflow.run._storage import (
     list_runs,
     one_line,
     open_store,
-    parse_age,
     prune,
     resolve,
     storage_slug,
@@ -139,7 +139,7 @@ def prune_command(
 ) -> None:
     """Delete the stored runs older than --older-than."""
     try:
-        age = parse_age(older_than)
+        age = parse_duration(older_than, "--older-than", noun="an age")
         store = _store(run_storage)
         removed = prune(store, age, dry_run=dry_run)
     except Exception as exc:

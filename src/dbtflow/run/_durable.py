@@ -4,6 +4,8 @@ Contract
 - `open_checked(request, run_id)` opens the request's run store and probes it (a small write
   and read-back of `<run-id>/started.json`) before dbt starts: `StoreError`, one line, when it
   cannot be used.
+- `forget(store, run_id)` removes that probe record again when the run never takes its slot
+  (`on_overlap="cancel"`, or a timeout while waiting): such a run is not listed as incomplete.
 - `store_state(request, store, parameters, project)` turns `state="latest-success[:target]"`
   into a temporary folder holding the manifest of the newest successful complete run of that
   target (the request's own target when none is named) and returns the request rebuilt on it,
@@ -29,17 +31,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from prefect.logging import get_run_logger
+
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
 from dbtflow.run._parameters import STORE_STATE
 from dbtflow.run._request import RunRequest, build_request
-from dbtflow.run._storage import FolderStore, Store, StoreError, fetch, open_store, probe, resolve, upload_run
+from dbtflow.run._storage import FolderStore, Store, StoreError, fetch, one_line, open_store, probe, resolve, upload_run
 
 
 def open_checked(request: RunRequest, run_id: str) -> Store:
     store = open_store(request.run_storage)
     probe(store, run_id, {"project": request.project.name, "target": request.target})
     return store
+
+
+def forget(store: Store, run_id: str) -> None:
+    """Remove what `open_checked` wrote for a run that never took its slot (cancelled, or timed out waiting)."""
+    try:
+        store.delete(store.find(f"{run_id}/"))
+    except Exception as exc:  # a leftover started record is listed as incomplete; nothing else depends on it
+        get_run_logger().warning(
+            "could not remove the started record of %s from %s: %s", run_id, store.where, one_line(exc)
+        )
 
 
 def store_state(

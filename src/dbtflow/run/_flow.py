@@ -240,6 +240,7 @@ def _in_slot(request: RunRequest, store: Store) -> State:
     except TimeoutError:
         if held:
             raise
+        durable.forget(store, _run_id())  # it never ran: not listed as an incomplete run
         if cancel:
             message = f"another run of {request.target} holds the slot {name!r} and on_overlap is 'cancel'"
             logger.warning("%s", message)

@@ -318,15 +318,6 @@ def prune(store: Store, older_than: timedelta, *, dry_run: bool = False) -> list
     return old
 
 
-def parse_age(text: str) -> timedelta:
-    """`30d`, `12h`, `90m`, `2w` as a timedelta; StoreError otherwise."""
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    value, unit = text.strip()[:-1], text.strip()[-1:]
-    if unit not in units or not value.isdigit():
-        raise StoreError(f"--older-than {text!r} is not an age; use e.g. 30d, 12h, 90m or 2w")
-    return timedelta(**{units[unit]: int(value)})
-
-
 def _read_json(store: Store, key: str) -> dict[str, Any]:
     try:
         data = json.loads(store.read(key))
