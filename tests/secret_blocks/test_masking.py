@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dbtflow.secrets._masking import MASK, masked_argv, masked_parameters, secret_values
+from dbtflow.secrets._masking import MASK, masked_argv, masked_parameters, scrub_files, secret_values
 
 
 def test_secret_looking_names_at_any_depth_are_masked_and_others_kept() -> None:
@@ -37,3 +37,15 @@ def test_parameters_as_yaml_text_or_mapping_and_short_values() -> None:
     assert masked_argv(["run-operation", "m", "--args", '{"token": "t0k3n"}']) == [
         "run-operation", "m", "--args", json.dumps({"token": MASK})
     ]  # fmt: skip
+
+
+def test_kept_artifacts_are_scrubbed_of_secret_values_raw_or_json_escaped(tmp_path, monkeypatch):
+    secret = 'pa"ss\\word-0123'  # pragma: allowlist secret
+    monkeypatch.setenv("DBT_ENV_SECRET_DBTFLOW_VARS_0", secret)
+    step = tmp_path / "01-build"
+    (step / "compiled").mkdir(parents=True)
+    (step / "run_results.json").write_text(json.dumps({"args": {"vars": {"api_token": secret}}}))
+    (step / "compiled" / "m.sql").write_text(f"select '{secret}' as x")
+    scrub_files(step)
+    assert json.loads((step / "run_results.json").read_text()) == {"args": {"vars": {"api_token": MASK}}}
+    assert (step / "compiled" / "m.sql").read_text() == f"select '{MASK}' as x"

@@ -119,6 +119,11 @@ def retry(
 
 def _run_request(project_dir: Path, profiles_dir: Path | None, params: dict[str, Any]) -> None:
     """Validate the request before Prefect or dbt start (one line, exit 2), run it, print the outcome, exit."""
+    # Prefect's ephemeral API (no PREFECT_API_URL) takes ~20 s to start on 2 cores; give it room,
+    # and keep its telemetry off: it cannot reach out from here and only adds noise. Set before
+    # anything reads Prefect's settings (the API check below does): they are read once.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # lazy: RunParameters imports pydantic; importing it here keeps `dbtflow --help` fast
     from dbtflow.dbt._artifacts import runs_root
     from dbtflow.run._parameters import default_target
@@ -148,10 +153,6 @@ def _run_request(project_dir: Path, profiles_dir: Path | None, params: dict[str,
 
 def _run_flow(project: Any, params: dict[str, Any]) -> tuple[Any, Path | None]:
     """Run the generic flow in-process with a progress bar; (its final state or None, the run's folder)."""
-    # Prefect's ephemeral API (no PREFECT_API_URL) takes ~20 s to start on 2 cores; give it room,
-    # and keep its telemetry off: it cannot reach out from here and only adds noise.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.client.schemas.objects import State
 

@@ -98,7 +98,7 @@ from dbtflow.run._stopper import Stopper
 from dbtflow.run._storage import FolderStore, Store
 from dbtflow.run._summary import publish, summary_markdown
 from dbtflow.run._warehouse import release_connections
-from dbtflow.secrets._masking import masked_argv, masked_parameters, secret_env
+from dbtflow.secrets._masking import masked_argv, masked_parameters, scrub_files, secret_env
 from dbtflow.secrets._profiles import resolved_profiles
 
 WARNED_EVENT = "dbtflow.run.warned"  # a run completed with warnings; `dbtflow notify setup --on-warning` reacts
@@ -448,7 +448,9 @@ def _run_steps(
 def _keep_step(store: RunStore, index: int, command: str, target_path: Path, outcome: RunOutcome) -> StepArtifacts:
     """The step's artifacts copied into the run's folder; on a full disk, read where dbt wrote them."""
     try:
-        return store.keep_step(index, command, target_path)
+        artifacts = store.keep_step(index, command, target_path)
+        scrub_files(store.step_folder(index, command))  # dbt wrote the vars into run_results' args
+        return artifacts
     except OSError as exc:
         shutil.rmtree(store.step_folder(index, command), ignore_errors=True)  # no half-copied step folder
         outcome.storage_problem = outcome.storage_problem or storage_problem(store.folder, exc)

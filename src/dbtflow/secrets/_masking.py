@@ -11,15 +11,19 @@ Contract
 - `secret_env(argv_lists)` is a context manager that puts each secret value in the environment
   as `DBT_ENV_SECRET_DBTFLOW_VARS_<n>` while dbt runs: dbt scrubs the values of `DBT_ENV_SECRET_*`
   from dbt.log and its messages, as it does for secrets of the profile. `scrub(text)` applies
-  the same scrubbing (dbt's) to a line dbtflow forwards from a dbt event (console, Prefect logs).
+  the same scrubbing (dbt's) to a line dbtflow forwards from a dbt event (console, Prefect logs),
+  and `scrub_files(folder)` to the artifacts a step keeps in the run's folder (dbt writes the
+  vars into run_results.json's `args`, and a model using one into its compiled SQL), so what
+  the run folder and the run store hold is masked too.
 
 Pitfalls
 - Values shorter than MIN_SECRET characters are not masked (masking `1` everywhere would wreck
   every log); a secret that short is no secret.
 - Masking is by name: a secret under an innocent key (`vars: {x: hunter2}`) is not found. The
   safe way is a Prefect Secret block or an environment variable, never vars (docs/secrets.md).
-- The flow-run's parameters in Prefect, and dbt's own run_results.json `args` in the step
-  folders, keep what was passed: `dbt retry` reads those args back. Hence: use blocks.
+- The flow-run's parameters in Prefect, and dbt's own files in its target folder, keep what was
+  passed. A retry still gets the real vars: the flow passes `--vars` to `dbt retry` on the
+  command line, which dbt prefers to the (masked) args of the kept run_results. Hence: use blocks.
 - Pure but for `secret_env`, which changes `os.environ` for the duration of the run (dbt reads
   its secrets from there); it restores what was there before.
 """
@@ -31,6 +35,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -94,6 +99,24 @@ def scrub(text: str) -> str:
     for value in sorted(secrets, key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
+
+
+def scrub_files(folder: Path) -> None:
+    """Mask every `DBT_ENV_SECRET_*` value (raw or JSON-escaped) in the text files under `folder`, in place."""
+    secrets = [v for k, v in os.environ.items() if k.startswith("DBT_ENV_SECRET") and len(v) >= MIN_SECRET]
+    forms = sorted({form for v in secrets for form in (v, json.dumps(v)[1:-1])}, key=len, reverse=True)
+    if not forms:
+        return
+    for path in (p for p in folder.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # not text: dbt writes none with vars in it
+        scrubbed = text
+        for form in forms:
+            scrubbed = scrubbed.replace(form, MASK)
+        if scrubbed != text:
+            path.write_text(scrubbed, encoding="utf-8")
 
 
 def _load(text: str) -> Any:

@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from dbtflow.run._flow import dbt_flow, runs_root
 from tests.run.durable.conftest import FOLDER, S3, STORE, WRONG, WRONG_SECRET, dbtflow
 
 FAILING = "select no_such_column from no_such_table\n"
+CANARY = f"canary-{uuid.uuid4().hex}"  # a secret var: never in the store
 
 
 def run(project: Path, **params: Any) -> Any:
@@ -40,7 +42,7 @@ def summary_artifact(flow_run_id: Any) -> str:
 
 def test_a_failed_run_is_read_back_from_the_store_on_a_fresh_clone(s3: S3, container: Path, tmp_path: Path) -> None:
     (container / "models" / "intermediate" / "int_months.sql").write_text(FAILING)
-    state = run(container, target="local", select="int_months", run_storage=STORE)
+    state = run(container, target="local", select="int_months", run_storage=STORE, vars={"api_token": CANARY})
     assert state.is_failed() and "int_months" in state.message
     run_id = str(state.state_details.flow_run_id)
 
@@ -77,9 +79,10 @@ def test_a_failed_run_is_read_back_from_the_store_on_a_fresh_clone(s3: S3, conta
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["prefect"]["flow_run_id"] == run_id
 
-    # the store's own secret never reaches what it stores, nor the summary
-    leaks = [k for k in s3.objects() if s3.secret_key.encode() in s3.body(k)]
-    assert leaks == [] and s3.secret_key not in summary_artifact(run_id)
+    # neither the store's own secret nor a secret var (dbt writes vars into run_results' args) is stored
+    for secret in (s3.secret_key, CANARY):
+        leaks = [k for k in s3.objects() if secret.encode() in s3.body(k)]
+        assert leaks == [] and secret not in summary_artifact(run_id)
 
 
 def test_wrong_credentials_stop_the_run_before_dbt_with_one_line(s3: S3, container: Path) -> None:
