@@ -30,7 +30,6 @@ Pitfalls
 
 from __future__ import annotations
 
-import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +67,8 @@ from dbtflow.run._parameters import (
     check_selection,
     check_threads,
 )
+from dbtflow.run._storage import storage_slug
 from dbtflow.secrets._masking import masked_argv
-from dbtflow.settings import RUN_STORAGE
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ def build_request(project: Project, **values: Any) -> RunRequest:
 
 def _run_storage(value: str | None) -> str | None:
     """The parameter, else DBTFLOW_RUN_STORAGE, checked; None: the local runs folder."""
-    slug = (value or os.environ.get(RUN_STORAGE) or "").strip() or None
+    slug = storage_slug(value)
     return None if slug is None else check_block_slug("run_storage", slug)
 
 

@@ -95,16 +95,14 @@ def secret_env(argv_lists: Iterable[list[str]]) -> Iterator[list[str]]:
 
 def scrub(text: str) -> str:
     """A dbt message with every `DBT_ENV_SECRET_*` value masked, as dbt masks its log file."""
-    secrets = [v for k, v in os.environ.items() if k.startswith("DBT_ENV_SECRET") and len(v) >= MIN_SECRET]
-    for value in sorted(secrets, key=len, reverse=True):
+    for value in sorted(_env_secrets(), key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
 
 
 def scrub_files(folder: Path) -> None:
     """Mask every `DBT_ENV_SECRET_*` value (raw or JSON-escaped) in the text files under `folder`, in place."""
-    secrets = [v for k, v in os.environ.items() if k.startswith("DBT_ENV_SECRET") and len(v) >= MIN_SECRET]
-    forms = sorted({form for v in secrets for form in (v, json.dumps(v)[1:-1])}, key=len, reverse=True)
+    forms = sorted({form for v in _env_secrets() for form in (v, json.dumps(v)[1:-1])}, key=len, reverse=True)
     if not forms:
         return
     for path in (p for p in folder.rglob("*") if p.is_file()):
@@ -117,6 +115,11 @@ def scrub_files(folder: Path) -> None:
             scrubbed = scrubbed.replace(form, MASK)
         if scrubbed != text:
             path.write_text(scrubbed, encoding="utf-8")
+
+
+def _env_secrets() -> list[str]:
+    """The values dbt scrubs: every `DBT_ENV_SECRET_*` variable's, unless too short to be a secret."""
+    return [v for k, v in os.environ.items() if k.startswith("DBT_ENV_SECRET") and len(v) >= MIN_SECRET]
 
 
 def _load(text: str) -> Any:
