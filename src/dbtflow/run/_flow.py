@@ -67,6 +67,7 @@ Pitfalls
 from __future__ import annotations
 
 import contextvars
+import os
 import shutil
 import threading
 import time
@@ -394,6 +395,7 @@ def _run_with_timeout(
 ) -> None:
     """Run the steps on a daemon thread; past the timeout, stop dbt as Ctrl-C would and cancel its queries."""
     stopper = Stopper()
+    caller = os.getcwd()  # each step runs in the project's folder (see dbtflow.run._invoke)
     context = contextvars.copy_context()  # the flow run context, for prefect-dbt's task runs
     runner = threading.Thread(
         target=context.run,
@@ -411,6 +413,7 @@ def _run_with_timeout(
         outcome.stop_seconds = round(time.monotonic() - stopping, 2)
         if runner.is_alive():
             outcome.stop_warning = f"dbt did not stop within {STOP_SECONDS} s of the timeout; left to end on its own"
+            os.chdir(caller)  # its step restores the same folder when it ends
     if not runner.is_alive():
         release_connections()
 

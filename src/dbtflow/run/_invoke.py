@@ -21,16 +21,23 @@ Contract
 - dbt's console output is off (its lines reach Prefect's logs through the reporter; dbt.log
   keeps the debug detail).
 - A `Stopper` (`dbtflow.run._stopper`) passed to `run_step` stops dbt from another thread.
+- dbt runs with the project's folder as the process's working folder, as dbt Cloud runs it (and
+  as `cd project && dbt build` does): a profile's `path: ./db.duckdb`, `external_location`, a
+  hook's `read_csv('data/x.csv')` resolve against the project wherever `dbtflow` was started.
+  The caller's folder is restored after the step.
 
 Pitfalls
 - `deps` and `parse` run without the pre-parse (deps must not need installed packages).
-- `dbt deps` changes the process's working folder to the project (dbt's
-  `move_to_nearest_project_dir`); `run_step` restores it, or every later relative path (the
-  default runs folder `.dbtflow/runs`) would move into the project.
+- The working folder is the process's, not the thread's: while a step runs, a relative path
+  read on any thread resolves in the project. dbtflow's own paths (the runs folder, `state`,
+  the profiles folder, the project) are made absolute before the first step; `run_step`
+  restores the caller's folder after the step (also after `dbt deps`, which moves into the
+  project itself: dbt's `move_to_nearest_project_dir`).
 - `PrefectDbtRunner.invoke` raises ValueError when dbt returns an exception; that is an
   outcome here, not a crash.
-- dbt-duckdb resolves a relative database path against the process cwd; profiles can use
-  `env_var('DBTFLOW_PROJECT_DIR')`, which is set to the project folder before each step.
+- dbt-duckdb resolves a relative database path against the process cwd (the project's, see
+  above); profiles can also use `env_var('DBTFLOW_PROJECT_DIR')`, set to the project folder
+  before each step.
 - Must not talk to the Prefect API itself: the reporter does.
 """
 
@@ -115,8 +122,9 @@ def run_step(
     stopper = stopper or Stopper()
     stopper.begin_step()
     token = event_listeners.set((*event_listeners.get(), stopper.on_event))
-    cwd = os.getcwd()  # `dbt deps` changes the process's folder to the project's (move_to_nearest_project_dir)
+    cwd = os.getcwd()  # the caller's folder, back after the step
     try:
+        os.chdir(paths.project_dir)  # relative paths in profiles, hooks and models are the project's, as in dbt Cloud
         hub = packages.hub_problem(paths.project_dir) if step.command == "deps" else None
         if hub is not None:
             outcome = StepOutcome(step, success=False, error=hub)
