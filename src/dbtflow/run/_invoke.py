@@ -25,6 +25,10 @@ Contract
   as `cd project && dbt build` does): a profile's `path: ./db.duckdb`, `external_location`, a
   hook's `read_csv('data/x.csv')` resolve against the project wherever `dbtflow` was started.
   The caller's folder is restored after the step.
+- A stopped step (timeout, SIGINT, SIGTERM) gets the selected nodes that never started added
+  to its run_results.json as `skipped` ("not started: stopped by SIGTERM"): dbt lists
+  only the nodes that ran, and `dbt retry` (the flow's `command: retry`, `dbtflow retry`) then
+  builds the rest too.
 
 Pitfalls
 - `deps` and `parse` run without the pre-parse (deps must not need installed packages).
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import time
@@ -63,12 +68,17 @@ from dbtflow.run import _warehouse as warehouse
 from dbtflow.run._outcome import ParseInfo, StepOutcome
 from dbtflow.run._reporter import NodeReporter
 from dbtflow.run._request import Step
-from dbtflow.run._stopper import EventListener, Stopper
+from dbtflow.run._stopper import EventListener, Interrupted, Stopper
 from dbtflow.settings import PROJECT_DIR
 
 Engine = Literal["fast", "prefect-dbt"]
 event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
 NO_PREPARSE = frozenset({"deps", "parse"})
+# A run_results entry (v6) for a node a stop kept from starting; `dbt retry` reruns what is `skipped`.
+NOT_STARTED: dict[str, Any] = {
+    **dict.fromkeys(("failures", "compiled", "compiled_code", "relation_name", "batch_results")),
+    "status": "skipped", "timing": [], "thread_id": "", "execution_time": 0.0, "adapter_response": {},
+}  # fmt: skip
 DRIVER_ERROR = re.compile(r"\d{3,6} \(\w{5}\): ")  # DB-API drivers' "errno (sqlstate): message"
 
 
@@ -142,11 +152,12 @@ def run_step(
     interrupted = stopper.interrupted()
     if interrupted is not None:
         outcome = replace(outcome, success=False, error=f"stopped: {interrupted.reason}", interrupted=interrupted)
+        _record_not_started(paths.target_path / "run_results.json", interrupted)
     return outcome
 
 
 def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> StepOutcome:
-    reporter = NodeReporter(flow_run.id, flow_run.name, index) if flow_run.id else None
+    reporter = NodeReporter(flow_run.id, flow_run.name, index, stopper.stopped_while_running) if flow_run.id else None
     callbacks = list(event_listeners.get())
     if reporter is not None:
         callbacks.append(stopper.quiet(reporter.on_event))
@@ -155,7 +166,7 @@ def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> Ste
     try:
         outcome = _invoke_parsed(step, paths, quiet, callbacks, reporter, stopper)
     finally:
-        warnings = tuple(reporter.close()) if reporter is not None else ()
+        warnings = tuple(reporter.close(stopped=stopper.reason)) if reporter is not None else ()
     return replace(outcome, reporting=warnings)
 
 
@@ -236,6 +247,28 @@ def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutc
         return StepOutcome(step, success=False)
     error = _first_line(str(result.exception)) if result.exception else None
     return StepOutcome(step, success=bool(result.success), error=error)
+
+
+def _record_not_started(run_results: Path, interrupted: Interrupted) -> None:
+    """Add the selected nodes a stop kept from starting to dbt's run_results as `skipped`, so `dbt retry` runs them.
+
+    dbt's own KeyboardInterrupt path lists only the nodes that ran; `dbt retry` reruns what
+    errored or was skipped, and would never build the rest.
+    """
+    if not interrupted.not_started_ids:
+        return
+    try:
+        document = json.loads(run_results.read_text())
+    except (OSError, ValueError):
+        return  # dbt wrote none: nothing to complete (`dbt retry` then says so itself)
+    listed = {r.get("unique_id") for r in document.get("results", [])}
+    message = f"not started: {interrupted.reason}"
+    document["results"] += [
+        {**NOT_STARTED, "message": message, "unique_id": unique_id}
+        for unique_id in interrupted.not_started_ids
+        if unique_id not in listed
+    ]
+    run_results.write_text(json.dumps(document))
 
 
 def _first_line(text: str) -> str:
