@@ -11,6 +11,8 @@ Contract
 Pitfalls
 - The secret-bearing variables (`SNOWFLAKE_PRIVATE_KEY`, `SNOWFLAKE_PASSWORD`, ...) are read
   only where the secret is used (`dbtflow.secrets`); never log or echo their values.
+- A relative `DBTFLOW_RUNS_DIR` is the caller's folder's: `from_env` makes it absolute, and the
+  flow reads it before dbt's steps move the process into the project's folder.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ class Settings:
 
         Returns:
             The settings, defaults filled in: runs under `./.dbtflow/runs`, 120 s of Snowflake retries.
+            `runs_dir` is absolute, resolved against the current folder now (dbt's steps run in the
+            project's folder, so a relative path read later would move there).
         """
         env = os.environ if environ is None else environ
         retry = env.get(SNOWFLAKE_RETRY_SECONDS, "")
         return cls(
-            runs_dir=Path(env.get(RUNS_DIR) or Path.cwd() / ".dbtflow" / "runs"),
+            runs_dir=Path(env.get(RUNS_DIR) or Path.cwd() / ".dbtflow" / "runs").expanduser().absolute(),
             snowflake_retry_seconds=int(retry) if retry.isdigit() and int(retry) > 0 else DEFAULT_RETRY_SECONDS,
         )

@@ -5,7 +5,8 @@ Contract
   or dbt start (a bad request is one line on stderr and exit 2), then runs the generic flow
   in-process (Prefect's ephemeral API unless PREFECT_API_URL points at a server), shows a
   progress bar of nodes done/total while dbt runs, prints the summary and the artifacts
-  folder, and exits 1 when the run failed.
+  folder, and exits 1 when the run failed; 130 / 143 when SIGINT / SIGTERM stopped dbt (dbt
+  stops as on Ctrl-C, what finished is kept, the run ends Cancelled, `--command retry` resumes it).
 - Any dbt project runs unmodified: `--project-dir` (default: the current folder) and
   `--profiles-dir` (default: beside dbt_project.yml, then DBT_PROFILES_DIR, then ~/.dbt).
 """
@@ -38,6 +39,7 @@ from dbtflow.run._api_check import check_api
 from dbtflow.run._runs_dir import check_runs_root
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Run dbt Core on Prefect.")
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}  # a run stopped by a signal exits as a shell reports that signal
 app.add_typer(blocks_app, name="blocks")
 app.add_typer(schedules_app, name="schedules")
 app.command("deploy")(deploy)
@@ -174,7 +176,10 @@ def _run_flow(project: Any, params: dict[str, Any]) -> tuple[Any, Path | None]:
 
 
 def _print_outcome(run_folder: Path | None, final: Any) -> int:
-    """Print the run's summary, its status line and its folder; the exit code (0 completed, 1 otherwise)."""
+    """Print the run's summary, its status line and its folder; the exit code.
+
+    0 completed, 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal, as a shell reports it), 1 otherwise.
+    """
     record = _final_record(run_folder, final)
     summary = run_folder / "summary.md" if run_folder else None
     if summary is not None and summary.exists():
@@ -182,6 +187,8 @@ def _print_outcome(run_folder: Path | None, final: Any) -> int:
     out.print(f"{record.get('status', 'failed')}: {record.get('message', '')}", markup=False, soft_wrap=True)
     if run_folder is not None and run_folder.is_dir():
         out.print(f"artifacts: {run_folder}", markup=False, highlight=False)
+    if record.get("signal") in SIGNAL_EXIT:
+        return SIGNAL_EXIT[record["signal"]]
     return 0 if record.get("status") == "completed" else 1
 
 

@@ -11,7 +11,8 @@ Contract
 - `dbtflow runs prune --older-than 30d [--dry-run]`: deletes the runs last written before then.
 - `dbtflow retry <flow-run-id> --project-dir DIR` (on any machine, a fresh clone will do): puts
   the failed step's run_results.json from the store into `DIR/target/<target>/` and runs
-  `dbt retry` through the flow, so only the failed and skipped nodes run again.
+  `dbt retry` through the flow, so only the failed and skipped nodes run again. A timed-out or
+  cancelled run (SIGINT/SIGTERM) resumes the same way: its never-started nodes are `skipped`.
 - Every command takes `--run-storage SLUG` (env DBTFLOW_RUN_STORAGE; default the local runs
   folder). Errors a user can cause are one line on stderr and exit 2.
 
@@ -177,7 +178,7 @@ def _restore_results(store: Store, run: StoredRun, project_dir: Path) -> str:
         folder = fetch(store, run.run_id, Path(tmp), only=["run.json"])
         record = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
         failed = [s for s in record.get("steps") or [] if s.get("folder") and s.get("success") is False]
-        if record.get("status") != "failed" or not failed:
+        if record.get("status") not in ("failed", "timed_out", "cancelled") or not failed:  # stopped runs resume too
             raise StoreError(f"run {run.run_id} did not fail ({record.get('status') or 'no record'}): nothing to retry")
         step = failed[-1]["folder"]
         fetch(store, run.run_id, Path(tmp), only=[f"{step}/run_results.json"])

@@ -67,6 +67,7 @@ Pitfalls
 from __future__ import annotations
 
 import contextvars
+import os
 import shutil
 import threading
 import time
@@ -94,7 +95,7 @@ from dbtflow.run._parameters import RunParameters
 from dbtflow.run._request import RunRequest, build_request
 from dbtflow.run._runs_dir import check_runs_root, quiet_logging_errors, storage_problem
 from dbtflow.run._slot import slot_name, target_slot
-from dbtflow.run._stopper import Stopper
+from dbtflow.run._stopper import Stopper, on_signals
 from dbtflow.run._storage import FolderStore, Store
 from dbtflow.run._summary import publish, summary_markdown
 from dbtflow.run._warehouse import release_connections
@@ -322,6 +323,9 @@ def _execute(request: RunRequest, remote: Store) -> State:
     else:
         logger.info("%s; artifacts in %s", outcome.message, store.folder)
     message = f"{outcome.message}; {problem}" if problem else outcome.message
+    if outcome.signalled is not None:  # an operator's stop: never retried; `dbt retry` resumes it
+        _final()
+        return Cancelled(message=message)
     if outcome.timed_out:
         _final()
         return Failed(name="TimedOut", message=f"{message} (timeout_seconds={request.timeout_seconds})")
@@ -393,8 +397,9 @@ def _target_path(request: RunRequest) -> Path:
 def _run_with_timeout(
     request: RunRequest, attempt: Attempt, paths: StepPaths, store: RunStore, outcome: RunOutcome
 ) -> None:
-    """Run the steps on a daemon thread; past the timeout, stop dbt as Ctrl-C would and cancel its queries."""
+    """Run the steps on a daemon thread; past the timeout, or on SIGINT/SIGTERM, stop dbt as Ctrl-C would."""
     stopper = Stopper()
+    caller = os.getcwd()  # each step runs in the project's folder (see dbtflow.run._invoke)
     context = contextvars.copy_context()  # the flow run context, for prefect-dbt's task runs
     runner = threading.Thread(
         target=context.run,
@@ -402,16 +407,28 @@ def _run_with_timeout(
         name="dbtflow-dbt",
         daemon=True,
     )
-    runner.start()
-    runner.join(request.timeout_seconds)
-    if runner.is_alive():
-        outcome.timed_out = True
-        stopping = time.monotonic()
-        stopper.stop(f"timed out after {request.timeout_seconds} s")
-        runner.join(STOP_SECONDS)
-        outcome.stop_seconds = round(time.monotonic() - stopping, 2)
+    deadline = None if request.timeout_seconds is None else time.monotonic() + request.timeout_seconds
+    with on_signals() as signals:
+        runner.start()
+        while runner.is_alive() and not signals.event.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            runner.join(0.25 if deadline is None else min(0.25, max(0.0, deadline - time.monotonic())))
         if runner.is_alive():
-            outcome.stop_warning = f"dbt did not stop within {STOP_SECONDS} s of the timeout; left to end on its own"
+            stopping = time.monotonic()
+            if signals.name is not None:
+                outcome.signalled = signals.name
+                get_run_logger().warning("%s received: stopping dbt (up to %s s)", signals.name, STOP_SECONDS)
+                stopper.stop(f"stopped by {signals.name}")
+            else:
+                outcome.timed_out = True
+                stopper.stop(f"timed out after {request.timeout_seconds} s")
+            runner.join(STOP_SECONDS)
+            outcome.stop_seconds = round(time.monotonic() - stopping, 2)
+            if runner.is_alive():
+                why = outcome.signalled or "the timeout"
+                outcome.stop_warning = f"dbt did not stop within {STOP_SECONDS} s of {why}; left to end on its own"
+                os.chdir(caller)  # its step restores the same folder when it ends
     if not runner.is_alive():
         release_connections()
 
@@ -486,8 +503,10 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
         "steps": [*attempt.earlier, *(_planned_entry(p, attempt.number) for p in attempt.steps)],
     }
     if outcome is not None:
-        record["status"] = "timed_out" if outcome.timed_out else ("failed" if outcome.failed else "completed")
+        record["status"] = outcome.status
         record["message"] = outcome.message
+        if outcome.signalled is not None:
+            record["signal"] = outcome.signalled
         for position, report in enumerate(outcome.steps):
             record["steps"][len(attempt.earlier) + position].update(
                 folder=report.artifacts.folder.name,
@@ -499,7 +518,7 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
             )
             if report.outcome.interrupted is not None:
                 record["steps"][len(attempt.earlier) + position]["interrupted"] = report.outcome.interrupted
-        if outcome.timed_out:
+        if outcome.stopped:
             record["steps_not_started"] = outcome.steps_not_started
             record["stop_warning"] = outcome.stop_warning
             record["stop_seconds"] = outcome.stop_seconds  # from the stop to dbt's thread ending

@@ -21,16 +21,27 @@ Contract
 - dbt's console output is off (its lines reach Prefect's logs through the reporter; dbt.log
   keeps the debug detail).
 - A `Stopper` (`dbtflow.run._stopper`) passed to `run_step` stops dbt from another thread.
+- dbt runs with the project's folder as the process's working folder, as dbt Cloud runs it (and
+  as `cd project && dbt build` does): a profile's `path: ./db.duckdb`, `external_location`, a
+  hook's `read_csv('data/x.csv')` resolve against the project wherever `dbtflow` was started.
+  The caller's folder is restored after the step.
+- A stopped step (timeout, SIGINT, SIGTERM) gets the selected nodes that never started added
+  to its run_results.json as `skipped` ("not started: stopped by SIGTERM"): dbt lists
+  only the nodes that ran, and `dbt retry` (the flow's `command: retry`, `dbtflow retry`) then
+  builds the rest too.
 
 Pitfalls
 - `deps` and `parse` run without the pre-parse (deps must not need installed packages).
-- `dbt deps` changes the process's working folder to the project (dbt's
-  `move_to_nearest_project_dir`); `run_step` restores it, or every later relative path (the
-  default runs folder `.dbtflow/runs`) would move into the project.
+- The working folder is the process's, not the thread's: while a step runs, a relative path
+  read on any thread resolves in the project. dbtflow's own paths (the runs folder, `state`,
+  the profiles folder, the project) are made absolute before the first step; `run_step`
+  restores the caller's folder after the step (also after `dbt deps`, which moves into the
+  project itself: dbt's `move_to_nearest_project_dir`).
 - `PrefectDbtRunner.invoke` raises ValueError when dbt returns an exception; that is an
   outcome here, not a crash.
-- dbt-duckdb resolves a relative database path against the process cwd; profiles can use
-  `env_var('DBTFLOW_PROJECT_DIR')`, which is set to the project folder before each step.
+- dbt-duckdb resolves a relative database path against the process cwd (the project's, see
+  above); profiles can also use `env_var('DBTFLOW_PROJECT_DIR')`, set to the project folder
+  before each step.
 - Must not talk to the Prefect API itself: the reporter does.
 """
 
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import time
@@ -56,12 +68,17 @@ from dbtflow.run import _warehouse as warehouse
 from dbtflow.run._outcome import ParseInfo, StepOutcome
 from dbtflow.run._reporter import NodeReporter
 from dbtflow.run._request import Step
-from dbtflow.run._stopper import EventListener, Stopper
+from dbtflow.run._stopper import EventListener, Interrupted, Stopper
 from dbtflow.settings import PROJECT_DIR
 
 Engine = Literal["fast", "prefect-dbt"]
 event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
 NO_PREPARSE = frozenset({"deps", "parse"})
+# A run_results entry (v6) for a node a stop kept from starting; `dbt retry` reruns what is `skipped`.
+NOT_STARTED: dict[str, Any] = {
+    **dict.fromkeys(("failures", "compiled", "compiled_code", "relation_name", "batch_results")),
+    "status": "skipped", "timing": [], "thread_id": "", "execution_time": 0.0, "adapter_response": {},
+}  # fmt: skip
 DRIVER_ERROR = re.compile(r"\d{3,6} \(\w{5}\): ")  # DB-API drivers' "errno (sqlstate): message"
 
 
@@ -115,8 +132,9 @@ def run_step(
     stopper = stopper or Stopper()
     stopper.begin_step()
     token = event_listeners.set((*event_listeners.get(), stopper.on_event))
-    cwd = os.getcwd()  # `dbt deps` changes the process's folder to the project's (move_to_nearest_project_dir)
+    cwd = os.getcwd()  # the caller's folder, back after the step
     try:
+        os.chdir(paths.project_dir)  # relative paths in profiles, hooks and models are the project's, as in dbt Cloud
         hub = packages.hub_problem(paths.project_dir) if step.command == "deps" else None
         if hub is not None:
             outcome = StepOutcome(step, success=False, error=hub)
@@ -134,11 +152,12 @@ def run_step(
     interrupted = stopper.interrupted()
     if interrupted is not None:
         outcome = replace(outcome, success=False, error=f"stopped: {interrupted.reason}", interrupted=interrupted)
+        _record_not_started(paths.target_path / "run_results.json", interrupted)
     return outcome
 
 
 def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> StepOutcome:
-    reporter = NodeReporter(flow_run.id, flow_run.name, index) if flow_run.id else None
+    reporter = NodeReporter(flow_run.id, flow_run.name, index, stopper.stopped_while_running) if flow_run.id else None
     callbacks = list(event_listeners.get())
     if reporter is not None:
         callbacks.append(stopper.quiet(reporter.on_event))
@@ -147,7 +166,7 @@ def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> Ste
     try:
         outcome = _invoke_parsed(step, paths, quiet, callbacks, reporter, stopper)
     finally:
-        warnings = tuple(reporter.close()) if reporter is not None else ()
+        warnings = tuple(reporter.close(stopped=stopper.reason)) if reporter is not None else ()
     return replace(outcome, reporting=warnings)
 
 
@@ -228,6 +247,28 @@ def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutc
         return StepOutcome(step, success=False)
     error = _first_line(str(result.exception)) if result.exception else None
     return StepOutcome(step, success=bool(result.success), error=error)
+
+
+def _record_not_started(run_results: Path, interrupted: Interrupted) -> None:
+    """Add the selected nodes a stop kept from starting to dbt's run_results as `skipped`, so `dbt retry` runs them.
+
+    dbt's own KeyboardInterrupt path lists only the nodes that ran; `dbt retry` reruns what
+    errored or was skipped, and would never build the rest.
+    """
+    if not interrupted.not_started_ids:
+        return
+    try:
+        document = json.loads(run_results.read_text())
+    except (OSError, ValueError):
+        return  # dbt wrote none: nothing to complete (`dbt retry` then says so itself)
+    listed = {r.get("unique_id") for r in document.get("results", [])}
+    message = f"not started: {interrupted.reason}"
+    document["results"] += [
+        {**NOT_STARTED, "message": message, "unique_id": unique_id}
+        for unique_id in interrupted.not_started_ids
+        if unique_id not in listed
+    ]
+    run_results.write_text(json.dumps(document))
 
 
 def _first_line(text: str) -> str:

@@ -16,7 +16,9 @@ Contract
 Pitfalls
 - A step can fail with no node failed (parse error, connection error): its error text is then
   the reason. A timed-out run's message starts with what the stop cut short: the nodes that
-  were running, the selected nodes that never started, the steps that never started.
+  were running, the selected nodes that never started, the steps that never started; a run
+  stopped by SIGINT or SIGTERM (`signalled`) says the same, as "stopped by SIGTERM", and is
+  cancelled (`cancelled`), not failed by dbt.
   A non-fatal step (source freshness, docs generate added by the job settings) never fails
   the run; its problems are warnings.
 - A building step whose selection matched no node succeeds in dbt ("Nothing to do"); `unmatched`
@@ -92,9 +94,10 @@ class RunOutcome:
     target: str
     steps: list[StepReport] = field(default_factory=list)
     timed_out: bool = False
-    steps_not_started: list[str] = field(default_factory=list)  # after a timeout
-    stop_warning: str | None = None  # dbt did not stop in time after a timeout
-    stop_seconds: float | None = None  # how long dbt took to stop after a timeout
+    signalled: str | None = None  # "SIGINT" / "SIGTERM": the signal that stopped dbt
+    steps_not_started: list[str] = field(default_factory=list)  # after a timeout or a signal
+    stop_warning: str | None = None  # dbt did not stop in time after a timeout or a signal
+    stop_seconds: float | None = None  # how long dbt took to stop after a timeout or a signal
     attempt: int = 1  # the flow run's attempt (Prefect's run_count)
     earlier: list[StepReport] = field(default_factory=list)  # steps earlier attempts ran
     storage_problem: str | None = None  # the run's folder could not take its artifacts (a full disk)
@@ -108,8 +111,20 @@ class RunOutcome:
         return [s for s in self.steps if s.failed and s.outcome.step.fatal]
 
     @property
+    def stopped(self) -> bool:
+        """Stopped from outside: a timeout or a signal."""
+        return self.timed_out or self.signalled is not None
+
+    @property
+    def status(self) -> str:
+        """run.json's status: completed, failed, timed_out or cancelled (a signal)."""
+        if self.signalled is not None:
+            return "cancelled"
+        return "timed_out" if self.timed_out else ("failed" if self.failed else "completed")
+
+    @property
     def failed(self) -> bool:
-        return self.timed_out or bool(self.failed_steps)
+        return self.stopped or bool(self.failed_steps)
 
     @property
     def failures(self) -> list[NodeResult]:
@@ -195,15 +210,17 @@ class RunOutcome:
         for step in self.failed_steps:
             if not any(r.failed for r in step.artifacts.results) and step.outcome.interrupted is None:
                 reasons.append(f"dbt {step.command} failed: {_short(step.outcome.error)}")
-        if self.timed_out:
+        if self.stopped:
             reasons.insert(0, self.stopped_line())
         more = len(reasons) - MAX_IN_MESSAGE
         text = "; ".join(reasons[:MAX_IN_MESSAGE]) + (f"; and {more} more" if more > 0 else "")
+        if self.signalled is not None:
+            return f"dbt on {self.target} {text}"
         skipped = f" ({len(self.skipped)} skipped)" if self.skipped else ""
         return f"dbt on {self.target} failed{skipped}: {text}"
 
     def stopped_line(self) -> str:
-        """What a timeout cut short, in one line: running nodes, nodes and steps that never started."""
+        """What a timeout or a signal cut short, in one line: running nodes, nodes and steps that never started."""
         parts = []
         for step in self.steps:
             stopped = step.outcome.interrupted
@@ -219,7 +236,8 @@ class RunOutcome:
             parts.append("never started step(s) " + ", ".join(f"`{s}`" for s in self.steps_not_started))
         if self.stop_warning:
             parts.append(self.stop_warning)
-        return "timed out" + (f" ({'; '.join(parts)})" if parts else "")
+        what = f"stopped by {self.signalled}" if self.signalled is not None else "timed out"
+        return what + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def _names(names: tuple[str, ...] | list[str]) -> str:

@@ -18,6 +18,12 @@ Contract
   events; every event is built and checked by Prefect's own `prefect.events.Event` model; events
   and log lines are sent in batches (`POST /events`, `POST /logs/`, one request per batch of up
   to 500), never one API call per node (Prefect's emit_event sends one by one, over a websocket).
+- A node whose query the stop cancelled (`stopped_while_running(unique_id)` gives the reason)
+  ends Cancelled named `Stopped`, not Failed with DuckDB's "INTERRUPT Error".
+- `close(stopped=reason)` after dbt was stopped (a timeout, SIGINT/SIGTERM) ends the task runs
+  of the nodes still running as Cancelled named `Stopped` with the reason; `close()` after dbt
+  ended on its own ends any left Running (dbt crashed mid-node) as Crashed: no task run of a
+  closed reporter stays Running in Prefect.
 - Reporting never fails or stalls the run: every error is caught and counted; when the API is
   unreachable, batches are kept and retried until `close(timeout)`, which waits at most that
   long and then drops what is left with a warning that says how much.
@@ -39,7 +45,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -50,7 +57,7 @@ from prefect.client.schemas.objects import State, TaskRun, TaskRunResult
 from prefect.events import Event, RelatedResource, Resource
 from prefect.events.related import related_resources_from_run_context
 from prefect.settings import get_current_settings
-from prefect.states import Cancelled, Completed, Failed, Running
+from prefect.states import Cancelled, Completed, Crashed, Failed, Running
 from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
 from prefect.utilities.asyncutils import run_coro_as_sync
 
@@ -65,6 +72,15 @@ BATCH = 500
 FLUSH_SECONDS = 1.0
 RETRY_SECONDS = 2.0
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class _EndOpen:
+    """Queued by `close`: end the task runs left Running (`reason`: why dbt was stopped, None: it crashed)."""
+
+    reason: str | None
+
+
 # What Prefect's own task-run events leave out of the task run payload (server-side fields).
 TASK_RUN_EXCLUDED = {"id", "created", "updated", "flow_run_id", "state_id", "state_type", "state_name", "state",
                      "estimated_start_time_delta", "estimated_run_time"}  # fmt: skip
@@ -80,8 +96,15 @@ if not console.handlers:
 
 
 class NodeReporter:
-    def __init__(self, flow_run_id: UUID, flow_run_name: str, step_index: int = 0) -> None:
+    def __init__(
+        self,
+        flow_run_id: UUID,
+        flow_run_name: str,
+        step_index: int = 0,
+        stopped_while_running: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.flow_run_id = flow_run_id
+        self._stopped_while_running = stopped_while_running or (lambda unique_id: None)
         self.flow_run_name = flow_run_name
         self.step_index = step_index
         self.errors = 0
@@ -117,9 +140,18 @@ class NodeReporter:
         self._thread = threading.Thread(target=self._loop, name="dbtflow-reporter", daemon=True)
         self._thread.start()
 
-    def close(self, timeout: float = 30.0) -> list[str]:
-        """Process what is queued, send it, and stop; waits at most `timeout` seconds."""
+    def close(self, timeout: float = 30.0, stopped: str | None = None) -> list[str]:
+        """Process what is queued, end the task runs left Running, send it all, and stop; waits at most `timeout` s.
+
+        Args:
+            timeout: how long to wait for the API.
+            stopped: why dbt was stopped, if it was (the open task runs end Cancelled saying so, else Crashed).
+
+        Returns:
+            The reporting warnings (what could not be sent, the errors).
+        """
         self._deadline = time.monotonic() + timeout
+        self._queue.put(_EndOpen(stopped))
         self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join(timeout + 1)
@@ -162,7 +194,10 @@ class NodeReporter:
             if event is _STOP:
                 return True
             try:
-                self._handle(event)
+                if isinstance(event, _EndOpen):
+                    self._end_open(event.reason)
+                else:
+                    self._handle(event)
             except Exception as exc:  # observability never breaks the job
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -230,9 +265,13 @@ class NodeReporter:
         finished = _timestamp(node_info.node_finished_at)
         status = str(run_result.status or node_info.node_status)
         message = scrub(ANSI.sub("", run_result.message or "")) or None
-        if status in ("error", "fail", "runtime error"):
+        stopped = self._stopped_while_running(unique_id) if status == "error" else None
+        if stopped is not None:  # its query was cancelled by the stop: not a failure of the node
+            message = f"dbt was stopped ({stopped}) while it ran"
+            state: State = Cancelled(timestamp=finished, name="Stopped", message=message)
+        elif status in ("error", "fail", "runtime error"):
             self._failed.add(unique_id)
-            state: State = Failed(timestamp=finished, message=message or f"dbt {status}")
+            state = Failed(timestamp=finished, message=message or f"dbt {status}")
         elif status == "warn":
             state = Completed(timestamp=finished, name="Warning", message=message)
         elif status == "skipped":
@@ -246,6 +285,19 @@ class NodeReporter:
         self._set_state(task_run, state)
         if node_info.resource_type in MATERIALIZED and status in ("success", "error"):
             self._asset_events(unique_id, task_run, succeeded=status == "success")
+
+    def _end_open(self, stopped: str | None) -> None:
+        """The task runs still Running once dbt is done: Cancelled `Stopped` (dbt was stopped), else Crashed."""
+        now = datetime.now(UTC)
+        for task_run in self.task_runs.values():
+            if task_run.state is None or not task_run.state.is_running():
+                continue
+            if stopped is not None:
+                message = f"dbt was stopped ({stopped}) while it ran"
+                state: State = Cancelled(timestamp=now, name="Stopped", message=message)
+            else:
+                state = Crashed(timestamp=now, message="dbt ended without finishing this node")
+            self._set_state(task_run, state)
 
     def _set_state(self, task_run: TaskRun, state: State) -> None:
         """Record a state change the way Prefect's task engine does: a `prefect.task-run.<state>` event.

@@ -1,4 +1,4 @@
-"""Stopping dbt from outside: a run's timeout stops dbt the way Ctrl-C does.
+"""Stopping dbt from outside: a run's timeout, SIGINT or SIGTERM stops dbt the way Ctrl-C does.
 
 Contract
 - `Stopper.call(invoke)` runs a dbt invocation on the current thread; `Stopper.stop(reason)`
@@ -7,7 +7,11 @@ Contract
   DuckDB query). dbt's own KeyboardInterrupt path then writes run_results for the nodes done,
   drains its thread pool (no further node starts), joins its workers and closes its
   connections. `Stopper.interrupted()` says which nodes were running and which of the nodes
-  dbt had selected never started.
+  dbt had selected never started (names, and their unique ids for the record `dbt retry` reads).
+- `on_signals()` (a context manager, main thread only) turns SIGINT and SIGTERM into a request
+  to stop: the handler only records the signal and sets an event (`Signals.event`); the flow's
+  main thread sees it and calls `Stopper.stop`. Outside the block the earlier handlers
+  (Prefect's SIGTERM bridge, Python's KeyboardInterrupt) are back.
 
 Pitfalls
 - The stop is an asynchronous exception (`PyThreadState_SetAsyncExc`): Python delivers it when
@@ -18,15 +22,21 @@ Pitfalls
 - The nodes that never started come from dbt's task (its `_flattened_nodes`), found on the
   KeyboardInterrupt's traceback; when the stop lands before dbt selected nodes (during parse)
   they are unknown and the outcome says so.
+- A signal handler runs on the main thread between two bytecodes, possibly while that thread
+  holds a lock (the Stopper's, logging's): so it takes none, logs nothing and stops nothing
+  itself. A second signal while dbt stops is counted, not acted on (dbt already stops; a
+  SIGKILL ends the process at once). Off the main thread (`signal.signal` refuses there) no
+  handler is installed and Prefect's own handling applies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import signal
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from dbtflow.run._warehouse import cancel_queries
@@ -42,6 +52,7 @@ class Interrupted:
     reason: str
     running: tuple[str, ...] = ()  # "<resource_type> <name>"
     not_started: tuple[str, ...] | None = None  # None: dbt had not selected its nodes yet
+    not_started_ids: tuple[str, ...] = ()  # their unique ids
 
 
 class Stopper:
@@ -123,16 +134,20 @@ class Stopper:
                 _async_raise(self._thread, KeyboardInterrupt)
         cancel_queries()
 
+    def stopped_while_running(self, unique_id: str) -> str | None:
+        """The stop's reason when the node was running at the stop (its failure is the stop's), else None."""
+        with self._lock:
+            return self.reason if unique_id in self._running_at_stop else None
+
     def interrupted(self) -> Interrupted | None:
         if self.reason is None:
             return None
         with self._lock:
             running = tuple(sorted(self._names.get(u, u) for u in self._running_at_stop))
             selected = self._selected
-            not_started = (
-                None if selected is None else tuple(sorted(n for u, n in selected.items() if u not in self._started))
-            )
-        return Interrupted(self.reason, running, not_started)
+            never = {} if selected is None else {u: n for u, n in selected.items() if u not in self._started}
+        not_started = None if selected is None else tuple(sorted(never.values()))
+        return Interrupted(self.reason, running, not_started, tuple(sorted(never)))
 
     def _find_selected(self, exc: BaseException | None) -> None:
         """The nodes dbt selected, from its task on the KeyboardInterrupt's traceback."""
@@ -151,6 +166,39 @@ class Stopper:
                     }
                 return
             tb = tb.tb_next
+
+
+@dataclass
+class Signals:
+    """The stop signals received while `on_signals` is open: the first one's name, and how many."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    name: str | None = None
+    count: int = 0
+
+
+@contextlib.contextmanager
+def on_signals() -> Iterator[Signals]:
+    """SIGINT and SIGTERM only record themselves while open (the caller stops dbt); earlier handlers after."""
+    received = Signals()
+
+    def handler(signum: int, _frame: Any) -> None:
+        received.count += 1
+        if received.name is None:
+            received.name = signal.Signals(signum).name
+        received.event.set()
+
+    previous: dict[int, Any] = {}
+    try:
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            previous[stop_signal] = signal.signal(stop_signal, handler)
+    except ValueError:  # not the main thread: Prefect's own handling applies
+        pass
+    try:
+        yield received
+    finally:
+        for number, earlier in previous.items():
+            signal.signal(number, earlier)
 
 
 def _async_raise(thread_id: int, exc: type[BaseException] | None) -> None:

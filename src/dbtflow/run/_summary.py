@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 def summary_markdown(outcome: RunOutcome, run_folder: Path, stored: str | None = None) -> str:
     warned = outcome.warnings or outcome.unmatched
-    status = "❌ Failed" if outcome.failed else ("⚠️ Completed with warnings" if warned else "✅ Completed")
+    status = "⚠️ Completed with warnings" if warned else "✅ Completed"
+    if outcome.failed:
+        status = "🛑 Cancelled" if outcome.signalled else "❌ Failed"
     lines = [f"# dbt on `{outcome.target}`: {status}", "", outcome.message, "", "## Steps", ""]
     lines += ["| # | command | result | nodes | seconds | parse |", "|---|---|---|---|---|---|"]
     for s in outcome.steps:
@@ -42,8 +44,9 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path, stored: str | None =
     lines += _counts_table(outcome)
     if outcome.earlier:
         lines += ["", "## Attempts", "", *_attempts(outcome)]
-    if outcome.timed_out:
-        lines += ["", "## Timed out", "", *_stopped(outcome)]
+    if outcome.stopped:
+        heading = f"Stopped by {outcome.signalled}" if outcome.signalled else "Timed out"
+        lines += ["", f"## {heading}", "", *_stopped(outcome)]
     if outcome.failures or outcome.failed_steps:
         lines += ["", "## Failures", ""]
         for step in outcome.steps:
@@ -52,7 +55,9 @@ def summary_markdown(outcome: RunOutcome, run_folder: Path, stored: str | None =
         lines += ["", "## Skipped", ""]
         for step in outcome.steps:
             for r in step.artifacts.results:
-                if r.status == "skipped":
+                if r.status == "skipped" and (r.message or "").startswith("not started: "):  # a stop's
+                    lines.append(f"- {r.resource_type} `{r.name}`: {r.message}")
+                elif r.status == "skipped":
                     causes = ", ".join(f"`{c}`" for c in step.skipped_because(r)) or "an upstream failure"
                     lines.append(f"- {r.resource_type} `{r.name}`: skipped because of {causes}")
     if warned:
