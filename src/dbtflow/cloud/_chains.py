@@ -13,7 +13,8 @@ Contract
   (`match_related`: role deployment + its name, and role flow + the flow's name), and runs the
   child with its parameters. It is written `enabled: false`: `dbtflow cutover --chain` enables it
   when the parent's dbt Cloud schedule goes off. Checked by Prefect's own `DeploymentTriggerTypes`.
-- `descendants(job_id, links)` lists the jobs a job's completion starts, transitively.
+- `descendants(job_id, links)` lists the jobs a job's completion starts, transitively; `tree(jobs)`
+  is the unchecked graph of an account's jobs, as dbt Cloud would run it (for cutover).
 
 Pitfalls
 - Prefect's flow-run events carry the deployment, not the schedule that created the run, so a
@@ -112,6 +113,17 @@ def _refuse_cycles(found: Mapping[int, Link], jobs: Mapping[int, Job]) -> None:
                     "break the cycle in dbt Cloud and import again; nothing was written"
                 )
             path.append(current)
+
+
+def tree(jobs: Mapping[int, Job]) -> dict[int, Link]:
+    """Child job id -> Link for every readable completion trigger, unchecked (what dbt Cloud would run)."""
+    found: dict[int, Link] = {}
+    for job in jobs.values():
+        condition = completion_condition(job) or {}
+        parent, statuses = condition.get("job_id"), condition.get("statuses")
+        if isinstance(parent, int) and isinstance(statuses, list):
+            found[job.id] = Link(job.id, parent, tuple(sorted({s for s in statuses if s in STATES})))
+    return found
 
 
 def descendants(job_id: int, found: Mapping[int, Link]) -> list[int]:
