@@ -182,3 +182,17 @@ def test_prefect_deploys_the_chain_and_the_trigger_runs_the_child(
             runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[below.id])))
         assert len(runs) == 1, "the parent's Completed flow run did not start the child deployment"
         assert runs[0].parameters["steps"] == ["build --select tag:daily"]
+
+
+def test_deactivated_jobs_and_jobs_of_deleted_environments_are_skipped_with_the_reason(
+    dbt_cloud: FakeDbtCloud, tmp_path: Path
+) -> None:
+    dbt_cloud.environments[103] = {**dbt_cloud.environments[102], "id": 103, "name": "Old prod", "state": 2}
+    orphan = job(dbt_cloud, name="Job of a deleted environment", environment_id=103, triggers=SCHEDULED, schedule=DAILY)
+    gone = job(dbt_cloud, name="Deactivated job", state=2, triggers=SCHEDULED, schedule=DAILY)
+    result = invoke(dbt_cloud, tmp_path, "--job", str(orphan), "--job", str(gone))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(f"job {orphan} " in x and "its environment 103 is deleted in dbt Cloud" in x for x in lines)
+    assert any(f"job {gone} " in x and "deactivated or deleted in dbt Cloud (state 2)" in x for x in lines)
+    assert yaml.safe_load((tmp_path / "s.yaml").read_text())["schedules"] == []
