@@ -26,6 +26,7 @@ FLOW_NAME = "run_dbt_wg"
 DEPLOYMENT_NAME = "dbt_wg"
 DEPLOYMENT = f"{FLOW_NAME}/{DEPLOYMENT_NAME}"  # how Prefect's CLI and API name it: flow/deployment
 ENTRYPOINT = f"flows/{DEPLOYMENT_NAME}_flow.py:{FLOW_NAME}"
+JOB_TAG_PREFIX = "dbt-cloud-job-"  # the tag of a deployment that runs one dbt Cloud job: dbt-cloud-job-<id>
 
 RUNS_DIR = "DBTFLOW_RUNS_DIR"  # where run folders are kept
 RUN_STORAGE = "DBTFLOW_RUN_STORAGE"  # the run store's Prefect block slug, when the run_storage parameter is empty

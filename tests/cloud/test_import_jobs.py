@@ -166,10 +166,11 @@ def test_slugs_are_unique_and_stable(dbt_cloud: FakeDbtCloud) -> None:
 
 # -- the command, against the fake server --------------------------------------------------------
 
+DAILY = {"target": "prod", "steps": ["seed", "build --select tag:daily"], "threads": 8, "generate_docs": True,
+         "source_freshness": True, "timeout_seconds": 3600}  # fmt: skip
+EXPOSURES = {"target": "prod", "steps": ["build --select tag:weekly"], "threads": 4, "generate_docs": False,
+             "source_freshness": False}  # fmt: skip
 EXPECTED = [
-    ("prod-daily-build", "0 6 * * *", 1001,
-     {"target": "prod", "steps": ["seed", "build --select tag:daily"], "threads": 8, "generate_docs": True,
-      "source_freshness": True, "timeout_seconds": 3600}),
     ("prod-hourly-sales", "0 * * * *", 1002,
      {"target": "prod", "steps": ["run --select tag:sales"], "threads": 4, "generate_docs": False,
       "source_freshness": False}),
@@ -196,7 +197,6 @@ EXPECTED = [
 NOT_IMPORTED = {
     1008: "CI job",
     1009: "merge job",
-    1010: "job-completion trigger",
     1011: "state:/result: or defer",
     1012: "not scheduled",
     1014: "'sl' is not an allowed dbt command",
@@ -250,8 +250,25 @@ def test_import_jobs_writes_the_schedules_file(dbt_cloud: FakeDbtCloud, tmp_path
         (1013, "lifecycle webhooks"),
     ):
         assert any(x.startswith(f"  job {job_id} ") and note in x for x in lines), note
-    assert "imported 9 schedule(s)" in result.output and "not validated" not in result.output
+    assert "imported 8 schedule(s)" in result.output and "not validated" not in result.output
     assert 1015 not in {e["dbt_cloud_job_id"] for e in doc["schedules"]}  # deleted jobs are not listed
+    # job 1010 runs when 1001 succeeds: both are deployments of their own, 1010's with Prefect's trigger
+    chained = yaml.safe_load((output.parent / "prefect.yaml").read_text())["deployments"]
+    assert [(d["name"], d["tags"], d["parameters"]) for d in chained] == [
+        ("prod-daily-build", ["dbt-cloud-job-1001"], DAILY),
+        ("exposures-after-daily", ["dbt-cloud-job-1010"], EXPOSURES),
+    ]
+    assert chained[0]["schedules"][0]["cron"] == "0 6 * * *" and "triggers" not in chained[0]
+    assert chained[1]["schedules"] == []
+    (trigger,) = chained[1]["triggers"]
+    assert trigger["expect"] == ["prefect.flow-run.Completed"] and trigger["enabled"] is False
+    assert {"prefect.resource.role": "deployment", "prefect.resource.name": "prod-daily-build"} in trigger[
+        "match_related"
+    ]
+    assert chained[1]["entrypoint"] == "flows/dbt_wg_flow.py:run_dbt_wg"
+    assert any(
+        x.startswith("  job 1010 -> deployment exposures-after-daily: when job 1001 ends in success") for x in lines
+    )
 
 
 def test_import_without_a_project_writes_unvalidated_entries(dbt_cloud: FakeDbtCloud) -> None:

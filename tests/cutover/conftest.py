@@ -1,7 +1,8 @@
 """Cutover/rollback fixtures: the fake dbt Cloud API, a deployment on the session's Prefect server, parity reports.
 
 - `site`: a fresh deployment `run_dbt_wg/cut_<hex>` (dev and prod schedules, both paused, as
-  `cloud import-jobs` leaves them), a schedules file naming dbt Cloud jobs 1001 (prod) and 1002 (dev),
+  `cloud import-jobs` leaves them), a schedules file naming dbt Cloud jobs 1001 (prod) and 1002 (dev)
+  (1001 without its chained child 1010, whose cutover has tests of its own),
   passing parity reports for both targets, the token in the environment, the working directory a
   tmp folder (so the default journal file lands there) and `site.run(...)` for the CLI.
 - `parity_json`: real `dbtflow parity --json-out` reports, one passing and one failing (built once).
@@ -171,6 +172,8 @@ def site(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Site]:
     name = f"{FLOW}/cut_{uuid.uuid4().hex[:8]}"
+    # job 1010 runs when 1001 succeeds; the chain's own cutover is tested in test_chain_cutover.py
+    dbt_cloud.jobs[1010]["job_completion_trigger_condition"] = None
     deployment_id = create_deployment(name, SCHEDULES)
     file = tmp_path / "schedules.yaml"
     file.write_text(yaml.safe_dump({"deployment": name, "schedules": SCHEDULES}, sort_keys=False))

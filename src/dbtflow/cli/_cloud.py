@@ -62,12 +62,20 @@ def import_jobs_command(
         Path | None, typer.Option(help="The dbt project: validate every imported job against it.")
     ] = None,
     profiles_dir: Annotated[Path | None, typer.Option(help="Folder of profiles.yml (with --project-dir).")] = None,
+    prefect_yaml: Annotated[
+        Path, typer.Option(help="prefect.yaml whose deployment chained jobs copy (entrypoint, work pool, pull).")
+    ] = Path("prefect.yaml"),
+    deployments_output: Annotated[
+        Path | None,
+        typer.Option(help="prefect.yaml for chained jobs (one deployment each) [prefect.yaml beside --output]."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a file that has active schedules.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any job is not imported.")] = False,
 ) -> None:
     """Read dbt Cloud's scheduled deploy jobs and write them as (inactive) Prefect schedules."""
     # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.cloud._client import DbtCloudClient, DbtCloudUnavailable, normalize_base_url, resolve_token
+    from dbtflow.cloud._deployments import base_deployment, render_deployments
     from dbtflow.cloud._import import import_jobs, parse_target_map, render, write_schedules
 
     try:
@@ -100,33 +108,57 @@ def import_jobs_command(
                 project=tenant,
                 deployment=deployment,
             )
-        text = render(result, deployment=deployment, host=url.split("://", 1)[1], account_id=account_id)
+        host = url.split("://", 1)[1]
+        deployments_output = (
+            deployments_output or (Path("deploy") if output == "-" else Path(output).parent) / "prefect.yaml"
+        )
+        text = render(result, deployment=deployment, host=host, account_id=account_id)
+        chained = None
+        if any(e.own_deployment for e in result.entries):
+            base = base_deployment(prefect_yaml, deployment)
+            flow = deployment.split("/")[0]
+            chained = render_deployments(result, base, flow=flow, host=host, account_id=account_id)
         if output == "-":
             sys.stdout.write(text)
         else:
             write_schedules(text, Path(output), force=force)
+        if chained is not None:
+            write_schedules(chained, deployments_output, force=force)
     except UserError as exc:
         raise fail(exc) from None
     except DbtCloudUnavailable as exc:
         raise fail(exc, 1) from None
 
-    _print_result(result, output)
+    _print_result(result, output, deployments_output or Path("deploy/prefect.yaml"))
     if strict and result.skipped:
         raise typer.Exit(1)
 
 
-def _print_result(result: Any, output: str) -> None:
+def _print_result(result: Any, output: str, deployments_output: Path) -> None:
     """What was imported, skipped (why, and what instead) and noted; on stderr when the file went to stdout."""
     report = err if output == "-" else out
     where = "stdout" if output == "-" else output
+    schedules = len([e for e in result.entries if not e.own_deployment])
     report.print(
-        f"imported {len(result.entries)} schedule(s) to {where} (inactive; `dbtflow cutover` activates them)",
+        f"imported {schedules} schedule(s) to {where} (inactive; `dbtflow cutover` activates them)",
         markup=False,
     )
+    own = [e for e in result.entries if e.own_deployment]
     for entry in result.entries:
         steps = " | ".join(entry.parameters["steps"])
+        when = " and ".join(
+            ([f"{entry.cron} UTC"] if entry.cron else []) + ([entry.link.describe()] if entry.link else [])
+        )
+        kind = "deployment " if entry.own_deployment else ""
         report.print(
-            f"  job {entry.job.id} -> {entry.slug}: {entry.cron} UTC, target {entry.parameters['target']}: {steps}",
+            f"  job {entry.job.id} -> {kind}{entry.slug}: {when}, target {entry.parameters['target']}: {steps}",
+            markup=False,
+        )
+    if own:
+        report.print(
+            f"chained jobs: {len(own)} deployment(s) with triggers in {deployments_output} (triggers disabled; "
+            f"deploy: prefect --no-prompt deploy --prefect-file {deployments_output} --all; "
+            "`dbtflow cutover --chain` enables them)",
             markup=False,
         )
     if result.skipped:

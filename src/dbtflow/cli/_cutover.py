@@ -3,8 +3,10 @@
 Contract
 - `dbtflow cutover --plan|--apply --parity-report TARGET=PATH... [--job ID...] [--schedule SLUG...]
   [--schedules-file FILE] [--deployment FLOW/NAME] [--max-parity-age 7d] --account N [--base-url HOST]
-  [--token-block NAME] [--journal PATH] [--journal-key KEY]`: `--plan` checks the preconditions and
+  [--token-block NAME] [--journal PATH] [--journal-key KEY] [--chain]`: `--plan` checks the preconditions and
   prints the changes, changing nothing; `--apply` makes them, journaling each (file + Prefect artifact).
+  A job whose completion starts other dbt Cloud jobs is refused unless they are imported and
+  `--chain` asks to cut them over with it (their triggers enabled, their schedules activated).
 - `dbtflow rollback [--plan] [--force] [--deployment-version previous|ID]`: undoes what the journal
   records (Prefect schedules paused, dbt Cloud triggers as recorded); with `--deployment-version`,
   also re-applies an earlier deployment configuration from the deploy history. The dbt Cloud host
@@ -147,6 +149,10 @@ def cutover(
         Path | None, typer.Option(help="Schedules file [deploy/schedules.yaml if present, else prefect.yaml].")
     ] = None,
     deployment: Annotated[str | None, typer.Option(help="flow/deployment [the schedules file's].")] = None,
+    chain: Annotated[
+        bool,
+        typer.Option("--chain", help="Also cut over the jobs these jobs start (dbt Cloud job-completion triggers)."),
+    ] = False,
     account: Account = None,
     base_url: BaseUrl = None,
     token_block: TokenBlock = None,
@@ -171,6 +177,7 @@ def cutover(
             cloud,
             journal,
             journal_key,
+            chain,
         )
 
 
@@ -186,6 +193,7 @@ def _cutover(
     cloud: Callable[[], Any],
     journal_path: Path | None,
     journal_key: str | None,
+    chain: bool = False,
 ) -> None:
     # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect import get_client
@@ -207,7 +215,7 @@ def _cutover(
             journal = open_journal(store, name, cloud())
             if journal.pending and apply:
                 _say(resolve_pending(journal, store, prefect, cloud) or "")
-            the_plan = plan_cutover(prefect, cloud(), name, slugs, job_ids, reports, max_age)
+            the_plan = plan_cutover(prefect, cloud(), name, slugs, job_ids, reports, max_age, chain=chain)
             for line in the_plan.lines():
                 _say(line)
             if not apply:

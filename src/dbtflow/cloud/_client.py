@@ -236,6 +236,7 @@ class Environment(_Model):
     dbt_version: str | None = None
     use_custom_branch: bool | None = False
     custom_branch: str | None = None
+    state: int = 1  # 1 active, 2 deleted
 
 
 _STEP_COMMAND = re.compile(r"`(?:dbt\s+)?([^`]+)`")

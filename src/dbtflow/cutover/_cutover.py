@@ -15,6 +15,10 @@ Contract
   A dbt Cloud job is written by a read-modify-write of the whole job with only
   `triggers.schedule=false`, `expect`ing the triggers and `updated_at` it planned from, so a job
   edited meanwhile is refused (`JobChanged`), not overwritten.
+- Chains (`cutover._chain`): a job whose completion starts other dbt Cloud jobs is refused unless
+  they are imported into Prefect (a deployment with a trigger) and `chain` is asked; with `chain`
+  the children's dbt Cloud jobs, their deployments' schedules and their triggers are cut over in
+  the same plan (dbt Cloud first, then schedules, then triggers), each journaled.
 - The journal's `runs` list keeps, per applying run, who ran it and the parity reports it accepted.
 - Idempotent: a second run plans no change and writes nothing, not even the journal.
 - On failure midway it does NOT undo: the journal holds exactly the completed changes (plus the
@@ -44,6 +48,8 @@ from uuid import UUID
 from prefect.client.orchestration import SyncPrefectClient
 
 from dbtflow.cloud._client import DbtCloudClient, DbtCloudError
+from dbtflow.cutover import _chain as chained
+from dbtflow.cutover._chain import TriggerChange
 from dbtflow.cutover._gate import ParityEvidence, check_reports
 from dbtflow.cutover._journal import Journal, JournalStore
 from dbtflow.deploy import _schedules as schedules
@@ -89,6 +95,7 @@ class ScheduleChange:
     schedule_id: UUID
     active: bool
     target: str
+    deployment_id: UUID | None = None  # None: the plan's deployment
 
     @property
     def needed(self) -> bool:
@@ -110,10 +117,15 @@ class CutoverPlan:
     evidence: list[ParityEvidence]
     jobs: list[JobChange]
     schedules: list[ScheduleChange]
+    triggers: list[TriggerChange] = field(default_factory=list)
 
     @property
     def changes(self) -> int:
-        return sum(j.needed for j in self.jobs) + sum(s.needed for s in self.schedules)
+        return (
+            sum(j.needed for j in self.jobs)
+            + sum(s.needed for s in self.schedules)
+            + sum(t.needed for t in self.triggers)
+        )
 
     def lines(self) -> list[str]:
         lines = ["preconditions:"]
@@ -130,8 +142,12 @@ class CutoverPlan:
             if job.other_triggers:
                 lines.append(f"    note: its {', '.join(job.other_triggers)} trigger(s) stay on in dbt Cloud")
         for s in self.schedules:
-            what = f"Prefect schedule {s.slug!r} (target {s.target})"
+            where = "" if s.deployment == self.deployment else f" of {s.deployment}"
+            what = f"Prefect schedule {s.slug!r}{where} (target {s.target})"
             lines.append(f"  ~ {what}: paused -> active" if s.needed else f"  = {what}: already active")
+        for t in self.triggers:
+            what = f"Prefect trigger {t.name!r} of {t.deployment} (dbt Cloud job {t.job_id})"
+            lines.append(f"  ~ {what}: disabled -> enabled" if t.needed else f"  = {what}: already enabled")
         return lines
 
 
@@ -171,30 +187,42 @@ def plan_cutover(
     reports: dict[str, Path],
     max_age: timedelta,
     now: datetime | None = None,
+    chain: bool = False,
 ) -> CutoverPlan:
     found, current = read_deployment(prefect, deployment)
     if missing := [s for s in slugs if s not in current]:
         raise UserError(
             f"deployment {deployment!r} has no schedule {missing[0]!r}: run `dbtflow schedules apply <file>` first"
         )
-    changes = []
-    for slug in slugs:
-        target = (current[slug].parameters or {}).get("target") or (found.parameters or {}).get("target")
-        if not target:
-            raise UserError(f"schedule {slug!r} of {deployment!r} sets no target: add `target` to its parameters")
-        changes.append(ScheduleChange(deployment, slug, current[slug].id, bool(current[slug].active), str(target)))
+    changes = [_schedule_change(deployment, found, current[slug]) for slug in slugs]
+    raws = {job_id: cloud.get_job_raw(job_id) for job_id in job_ids}
+    children, deployments = chained.plan_chain(prefect, cloud, raws, chain)
+    raws.update({job_id: cloud.get_job_raw(job_id) for job_id in children})
+    for child in deployments:
+        changes += [
+            _schedule_change(child.name, child.deployment, s)
+            for s in prefect.read_deployment_schedules(child.deployment.id)
+        ]
     evidence = check_reports(sorted({c.target for c in changes}), reports, max_age, now)
-    jobs = []
-    for job_id in job_ids:
-        raw = cloud.get_job_raw(job_id)
-        triggers = raw.get("triggers")
-        if not isinstance(triggers, dict):
-            raise UserError(f"dbt Cloud job {job_id} has no triggers object: check the job id and the host")
-        others = [t for t in OTHER_TRIGGERS if triggers.get(t)]
-        if raw.get("job_completion_trigger_condition"):
-            others.append("job completion")
-        jobs.append(JobChange(job_id, str(raw.get("name") or ""), triggers, raw.get("updated_at"), others))
-    return CutoverPlan(deployment, found.id, evidence, jobs, changes)
+    jobs = [_job_change(job_id, raw) for job_id, raw in raws.items()]
+    return CutoverPlan(deployment, found.id, evidence, jobs, changes, chained.trigger_changes(deployments))
+
+
+def _schedule_change(deployment: str, found: Any, schedule: Any) -> ScheduleChange:
+    target = (schedule.parameters or {}).get("target") or (found.parameters or {}).get("target")
+    if not target:
+        raise UserError(f"schedule {schedule.slug!r} of {deployment!r} sets no target: add `target` to its parameters")
+    return ScheduleChange(deployment, schedule.slug, schedule.id, bool(schedule.active), str(target), found.id)
+
+
+def _job_change(job_id: int, raw: dict[str, Any]) -> JobChange:
+    triggers = raw.get("triggers")
+    if not isinstance(triggers, dict):
+        raise UserError(f"dbt Cloud job {job_id} has no triggers object: check the job id and the host")
+    others = [t for t in OTHER_TRIGGERS if triggers.get(t)]
+    if raw.get("job_completion_trigger_condition"):
+        others.append("job completion")
+    return JobChange(job_id, str(raw.get("name") or ""), triggers, raw.get("updated_at"), others)
 
 
 def open_journal(store: JournalStore, deployment: str, cloud: DbtCloudClient) -> Journal:
@@ -221,10 +249,12 @@ def resolve_pending(
     obj = pending["object"]
     if obj["kind"] == "dbt_cloud_job":
         now: Any = cloud().get_job_raw(int(obj["job_id"])).get("triggers")
+    elif obj["kind"] == "prefect_trigger":
+        now = chained.trigger_enabled(prefect, UUID(obj["automation_id"]))
     else:
         _, current = read_deployment(prefect, obj["deployment"])
         now = current[obj["slug"]].active if obj["slug"] in current else pending["before"]
-    what = f"{obj['kind'].replace('_', ' ')} {obj.get('job_id') or obj.get('slug')}"
+    what = f"{obj['kind'].replace('_', ' ')} {obj.get('name') or obj.get('job_id') or obj.get('slug')}"
     if now == pending["intended"] and now != pending["before"]:
         journal.complete(now, note="interrupted, found done by the next run")
         decided = f"the interrupted change of {what} had happened: journaled"
@@ -278,11 +308,19 @@ def apply_cutover(
         for s in (s for s in plan.schedules if s.needed):
             journal.begin("cutover", s.object(), "active", False, True, actor)
             store.save(journal)
-            schedules.set_schedule_active(prefect, plan.deployment_id, s.schedule_id, True)  # keeps its parameters
+            # keeps its parameters
+            schedules.set_schedule_active(prefect, s.deployment_id or plan.deployment_id, s.schedule_id, True)
             entry = journal.complete(True)
             store.save(journal)
             done += 1
-            echo(f"activated Prefect schedule {s.slug!r} of {plan.deployment} (journal #{entry['seq']})")
+            echo(f"activated Prefect schedule {s.slug!r} of {s.deployment} (journal #{entry['seq']})")
+        for t in (t for t in plan.triggers if t.needed):
+            journal.begin("cutover", t.object(), "enabled", False, True, actor)
+            store.save(journal)
+            entry = journal.complete(chained.set_enabled(prefect, t.automation_id, True))
+            store.save(journal)
+            done += 1
+            echo(f"enabled Prefect trigger {t.name!r} of {t.deployment} (journal #{entry['seq']})")
     except Exception as exc:
         code = 2 if isinstance(exc, UserError) else 1
         raise CutoverStopped(

@@ -18,7 +18,7 @@ Contract
 Pitfalls
 - A `pending` change may or may not have happened (a crash, a lost response): the next cutover or
   rollback must look at the object (`resolve_pending` in `cutover`) before doing anything else.
-- The journal never holds a secret: dbt Cloud's `triggers`, Prefect's `active`, ids and names.
+- The journal never holds a secret: dbt Cloud's `triggers`, Prefect's `active` and `enabled`, ids and names.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class JournalWriteError(RuntimeError):
 def object_key(obj: dict[str, Any]) -> str:
     if obj["kind"] == "dbt_cloud_job":
         return f"dbt Cloud job {obj['job_id']}"
+    if obj["kind"] == "prefect_trigger":
+        return f"Prefect trigger {obj['deployment']}:{obj['automation_id']}"
     return f"Prefect schedule {obj['deployment']}:{obj['slug']}"
 
 

@@ -6,6 +6,7 @@ Contract
   object) and decides, before anything changes:
   - a Prefect schedule goes back to its recorded `active` (so one cutover activated is paused;
     one that was already active before cutover stays active); a deleted schedule is skipped;
+  - a Prefect trigger of a chained job (an automation) goes back to its recorded `enabled`;
   - a dbt Cloud job whose `triggers` are what cutover left gets the recorded `triggers` back
     (exactly as journaled, not simply "on"); one already as recorded needs no write;
   - a job whose triggers are neither was edited since: refused (`UserError`), unless `force`.
@@ -32,6 +33,7 @@ from uuid import UUID
 from prefect.client.orchestration import SyncPrefectClient
 
 from dbtflow.cloud._client import DbtCloudClient
+from dbtflow.cutover import _chain as chained
 from dbtflow.cutover._cutover import read_deployment
 from dbtflow.cutover._journal import Journal, JournalStore, OpenChange, object_key
 from dbtflow.deploy._history import Actor
@@ -50,10 +52,12 @@ class Undo:
     def line(self) -> str:
         what = object_key(self.change.object)
         field = self.change.field
-        if self.change.object["kind"] == "prefect_schedule":
+        if self.change.object["kind"] in ("prefect_schedule", "prefect_trigger"):
             if self.now is None:
                 return f"  = {what}: no longer exists, nothing to pause"
             state = {True: "active", False: "paused"}
+            if self.change.object["kind"] == "prefect_trigger":
+                state = {True: "enabled", False: "disabled"}
             if not self.write:
                 return f"  = {what}: already {state[bool(self.change.before)]}"
             return f"  ~ {what}: {state[bool(self.now)]} -> {state[bool(self.change.before)]}"
@@ -91,6 +95,10 @@ def plan_rollback(
             active = bool(schedule.active)
             undos.append(Undo(change, active, active != change.before, found.id, schedule.id))
             continue
+        if obj["kind"] == "prefect_trigger":
+            enabled = chained.trigger_enabled(prefect, UUID(obj["automation_id"]))
+            undos.append(Undo(change, enabled, enabled is not None and enabled != change.before))
+            continue
         now = cloud().get_job_raw(int(obj["job_id"])).get("triggers")
         if now == change.before:
             undos.append(Undo(change, now, False))
@@ -125,6 +133,8 @@ def apply_rollback(
             assert undo.deployment_id is not None and undo.schedule_id is not None
             set_schedule_active(prefect, undo.deployment_id, undo.schedule_id, bool(change.before))
             after: Any = bool(change.before)
+        elif undo.write and obj["kind"] == "prefect_trigger":
+            after = chained.set_enabled(prefect, UUID(obj["automation_id"]), bool(change.before))
         elif undo.write:
             update = cloud().update_job(int(obj["job_id"]), {"triggers": change.before}, expect={"triggers": undo.now})
             after = update.after.get("triggers")

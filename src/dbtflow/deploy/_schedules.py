@@ -5,7 +5,9 @@ Contract
   (`deployment:` + `schedules:`, as `dbtflow cloud import-jobs` writes it) or a prefect.yaml
   (the `schedules:` of the deployment named `deployment`, default: the file's only one).
   Each entry has Prefect's prefect.yaml schedule keys: `slug`, `cron`, `timezone`, `active`,
-  `parameters` (extra provenance keys such as `dbt_cloud_job_id` are kept, not applied).
+  `parameters` (extra provenance keys such as `dbt_cloud_job_id` are kept, not applied). A
+  prefect.yaml deployment tagged `dbt-cloud-job-<id>` (one job's deployment, as the import writes
+  chained jobs) gives its schedules that `dbt_cloud_job_id` (prefect.yaml schedules take no extra key).
 - `plan(current, desired)` is the diff: create, update (the fields that differ) and delete,
   by slug; a schedule in Prefect with no slug, or a slug not declared, is deleted, so after
   `apply` the deployment has exactly the declared schedules. An empty plan means in sync.
@@ -44,6 +46,7 @@ from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dbtflow.errors import UserError
+from dbtflow.settings import JOB_TAG_PREFIX
 
 PROVENANCE = ("dbt_cloud_job_id", "dbt_cloud_job_name")
 
@@ -119,7 +122,11 @@ def _from_prefect_yaml(path: Path, doc: dict[str, Any], deployment: str | None) 
     entrypoint = str(chosen[0].get("entrypoint", ""))
     flow_name = entrypoint.rsplit(":", 1)[-1]
     name = deployment if deployment and "/" in deployment else f"{flow_name}/{chosen[0]['name']}"
-    return name, chosen[0].get("schedules") or []
+    entries = chosen[0].get("schedules") or []
+    job_ids = [t.removeprefix(JOB_TAG_PREFIX) for t in chosen[0].get("tags") or [] if str(t).startswith(JOB_TAG_PREFIX)]
+    if len(job_ids) == 1 and job_ids[0].isdigit() and isinstance(entries, list):  # a deployment of one dbt Cloud job
+        entries = [{**e, "dbt_cloud_job_id": int(job_ids[0])} if isinstance(e, dict) else e for e in entries]
+    return name, entries
 
 
 def _spec(path: Path, index: int, entry: Any) -> ScheduleSpec:
