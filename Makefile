@@ -12,11 +12,15 @@ PYTEST_TMP := /tmp/dbtflow-pytest-$(shell printf %s "$(CURDIR)" | md5sum | cut -
 # stay together on one worker (tests/conftest.py groups them)
 PYTEST_WORKERS := -n 2 --dist loadgroup
 BENCH_ARGS ?=
+# `make run`'s Prefect server (scripts/run-server.sh): started once in the background, reused, `make stop` stops it
+DBTFLOW_SERVER_HOME ?= $(CURDIR)/.dbtflow/prefect-home
+DBTFLOW_SERVER_PORT ?= 4201
+SERVER_ENV := DBTFLOW_SERVER_HOME=$(DBTFLOW_SERVER_HOME) DBTFLOW_SERVER_PORT=$(DBTFLOW_SERVER_PORT)
 PARITY_BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint secrets browser screenshots requirements bench bench-parity clean deploy-local stop-local
+.PHONY: install run stop test lint secrets browser screenshots requirements bench bench-parity clean deploy-local stop-local
 
 install: $(SYNCED)
 
@@ -26,8 +30,14 @@ $(SYNCED): uv.lock pyproject.toml
 	$(BIN)/uv sync --frozen --quiet --compile-bytecode
 	@touch $(SYNCED)
 
+# The tenant on DuckDB through the flow, against the background server (its UI shows the run; "View at" links to it)
 run: install
-	$(BIN)/dbtflow run --project-dir tenants/dbt_williamgrant --target local
+	@$(SERVER_ENV) scripts/run-server.sh start
+	PREFECT_HOME=$(DBTFLOW_SERVER_HOME) PREFECT_API_URL=http://127.0.0.1:$(DBTFLOW_SERVER_PORT)/api \
+	  $(BIN)/dbtflow run --project-dir tenants/dbt_williamgrant --target local
+
+stop:
+	@$(SERVER_ENV) scripts/run-server.sh stop
 
 lint: install
 	$(BIN)/ruff check .
@@ -65,7 +75,7 @@ bench: install
 bench-parity: install
 	$(BIN)/python bench/parity.py $(PARITY_BENCH_ARGS)
 
-clean:
+clean: stop
 	rm -rf .dbtflow tenants/*/target tenants/*/logs
 
 # A Prefect server, a process work pool + worker and the deployment dbt_wg, on loopback (PIDs in .prefect-local/)
