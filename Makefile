@@ -17,10 +17,11 @@ DBTFLOW_SERVER_HOME ?= $(CURDIR)/.dbtflow/prefect-home
 DBTFLOW_SERVER_PORT ?= 4201
 SERVER_ENV := DBTFLOW_SERVER_HOME=$(DBTFLOW_SERVER_HOME) DBTFLOW_SERVER_PORT=$(DBTFLOW_SERVER_PORT)
 PARITY_BENCH_ARGS ?=
+MAKE_RUN_BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run stop test lint secrets browser screenshots requirements bench bench-parity clean deploy-local stop-local
+.PHONY: install run stop test lint secrets browser screenshots requirements bench bench-run bench-parity clean deploy-local stop-local
 
 install: $(SYNCED)
 
@@ -67,9 +68,14 @@ screenshots: install browser
 requirements: install
 	$(BIN)/uv export $(EXPORT_FLAGS) -o requirements-prefect.txt
 
-# bench/overhead.py: plain dbt vs dbtflow's engines on a synthetic project; e.g. BENCH_ARGS="--models 50 --repeat 1"
+# bench/overhead.py: plain dbt vs dbtflow's engines on a synthetic project; e.g. BENCH_ARGS="--models 50 --repeat 1";
+# then bench/make_run.py: the first and a later `make run` vs plain `dbt build` of the tenant (make bench-run alone)
 bench: install
 	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
+	$(BIN)/python bench/make_run.py $(MAKE_RUN_BENCH_ARGS)
+
+bench-run: install
+	$(BIN)/python bench/make_run.py $(MAKE_RUN_BENCH_ARGS)
 
 # bench/parity.py: `dbtflow parity` on a generated pair of 20,000-node artifact sets; e.g. PARITY_BENCH_ARGS="--repeat 5"
 bench-parity: install
