@@ -29,6 +29,7 @@ PORT=${DBTFLOW_SERVER_PORT:-4201}
 URL="http://127.0.0.1:$PORT"
 PID_FILE="$HOME_DIR/server.pid"
 START_TIMEOUT_S=180
+SETSID=$(command -v setsid || true) # util-linux; macOS has none (the server then shares make's Ctrl-C)
 
 export PREFECT_HOME="$HOME_DIR"
 export PREFECT_API_URL="$URL/api"
@@ -40,7 +41,11 @@ pid() { [[ -s "$PID_FILE" ]] && cat "$PID_FILE"; }
 server_args() {
   local p args
   p=$(pid) || return 1
-  args=$(ps -o args= -p "$p" 2>/dev/null) || return 1
+  if [[ -r "/proc/$p/cmdline" ]]; then # Linux (no procps needed); elsewhere ps
+    args=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || return 1
+  else
+    args=$(ps -o args= -p "$p" 2>/dev/null) || return 1
+  fi
   [[ "$args" == *"prefect.server.api.server:create_app"* ]] && echo "$args"
 }
 
@@ -85,7 +90,7 @@ start() {
     # Concurrency leases on disk: a restarted server must not forget a held slot (docs/reliability.md).
     PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///$HOME_DIR/prefect.db" \
       PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem \
-      setsid "$BIN/prefect" server start --background --host 127.0.0.1 --port "$PORT" \
+      $SETSID "$BIN/prefect" server start --background --host 127.0.0.1 --port "$PORT" \
       </dev/null >"$HOME_DIR/start.log" 2>&1 ||
       { echo "error: prefect server start failed: $(grep -m1 -iE 'error|already|in use' "$HOME_DIR/start.log" || tail -1 "$HOME_DIR/start.log")" >&2; exit 1; }
     how=started
