@@ -12,11 +12,16 @@ PYTEST_TMP := /tmp/dbtflow-pytest-$(shell printf %s "$(CURDIR)" | md5sum | cut -
 # stay together on one worker (tests/conftest.py groups them)
 PYTEST_WORKERS := -n 2 --dist loadgroup
 BENCH_ARGS ?=
+# `make run`'s Prefect server (scripts/run-server.sh): started once in the background, reused, `make stop` stops it
+DBTFLOW_SERVER_HOME ?= $(CURDIR)/.dbtflow/prefect-home
+DBTFLOW_SERVER_PORT ?= 4201
+SERVER_ENV := DBTFLOW_SERVER_HOME=$(DBTFLOW_SERVER_HOME) DBTFLOW_SERVER_PORT=$(DBTFLOW_SERVER_PORT)
 PARITY_BENCH_ARGS ?=
+MAKE_RUN_BENCH_ARGS ?=
 # requirements-prefect.txt: runtime pins for Prefect Cloud's managed pool (tests/unit/test_requirements.py checks it)
 EXPORT_FLAGS := --frozen --no-dev --no-hashes --no-header --no-annotate --quiet
 
-.PHONY: install run test lint secrets browser screenshots requirements bench bench-parity clean deploy-local stop-local
+.PHONY: install run stop test lint secrets browser screenshots requirements bench bench-run bench-parity clean deploy-local stop-local
 
 install: $(SYNCED)
 
@@ -26,8 +31,14 @@ $(SYNCED): uv.lock pyproject.toml
 	$(BIN)/uv sync --frozen --quiet --compile-bytecode
 	@touch $(SYNCED)
 
+# The tenant on DuckDB through the flow, against the background server (its UI shows the run; "View at" links to it)
 run: install
-	$(BIN)/dbtflow run --project-dir tenants/dbt_williamgrant --target local
+	@$(SERVER_ENV) scripts/run-server.sh start
+	PREFECT_HOME=$(DBTFLOW_SERVER_HOME) PREFECT_API_URL=http://127.0.0.1:$(DBTFLOW_SERVER_PORT)/api \
+	  $(BIN)/dbtflow run --project-dir tenants/dbt_williamgrant --target local
+
+stop:
+	@$(SERVER_ENV) scripts/run-server.sh stop
 
 lint: install
 	$(BIN)/ruff check .
@@ -57,15 +68,20 @@ screenshots: install browser
 requirements: install
 	$(BIN)/uv export $(EXPORT_FLAGS) -o requirements-prefect.txt
 
-# bench/overhead.py: plain dbt vs dbtflow's engines on a synthetic project; e.g. BENCH_ARGS="--models 50 --repeat 1"
+# bench/overhead.py: plain dbt vs dbtflow's engines on a synthetic project; e.g. BENCH_ARGS="--models 50 --repeat 1";
+# then bench/make_run.py: the first and a later `make run` vs plain `dbt build` of the tenant (make bench-run alone)
 bench: install
 	$(BIN)/python bench/overhead.py $(BENCH_ARGS)
+	$(BIN)/python bench/make_run.py $(MAKE_RUN_BENCH_ARGS)
+
+bench-run: install
+	$(BIN)/python bench/make_run.py $(MAKE_RUN_BENCH_ARGS)
 
 # bench/parity.py: `dbtflow parity` on a generated pair of 20,000-node artifact sets; e.g. PARITY_BENCH_ARGS="--repeat 5"
 bench-parity: install
 	$(BIN)/python bench/parity.py $(PARITY_BENCH_ARGS)
 
-clean:
+clean: stop
 	rm -rf .dbtflow tenants/*/target tenants/*/logs
 
 # A Prefect server, a process work pool + worker and the deployment dbt_wg, on loopback (PIDs in .prefect-local/)

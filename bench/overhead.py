@@ -1,7 +1,8 @@
 """What per-node observability in Prefect costs over plain dbt: wall time and peak memory.
 
 What it measures
-- One synthetic DuckDB dbt project (1 seed of 100 rows, N table models in a layered DAG, one
+- One synthetic DuckDB dbt project (1 seed of 100 rows, N table models in a layered DAG, or
+  `--shape fanout` (one model, all others on it) or `fanin` (one model on all others), one
   `not_null` test per model, `threads: 4`) is built by three variants, each a child process:
   `plain`      `dbt build` with no Prefect at all (the baseline);
   `fast`       `dbtflow run --engine fast` against a local Prefect server (a task run, logs and
@@ -10,7 +11,7 @@ What it measures
 - Per child: wall time (`time.perf_counter()` around Popen .. wait4, so Python start-up and
   imports count, as a user sees them), CPU seconds and peak RSS from `os.wait4`'s rusage, and
   the CPU the Prefect server spent while that child ran and until it went idle again.
-- The last line is `RESULT models=... plain_s=... fast_s=... prefectdbt_s=... fast_ratio=...
+- The last line is `RESULT models=... shape=... plain_s=... fast_s=... prefectdbt_s=... fast_ratio=...
   prefectdbt_ratio=... fast_rss_ratio=...`: medians over `--repeat` rounds, ratios against
   plain dbt measured in the same run (`nan` for prefect-dbt with `--skip-prefect-dbt`).
 
@@ -103,8 +104,13 @@ class BenchError(Exception):
 # --- 1. the synthetic dbt project ------------------------------------------------------------
 
 
-def write_project(folder: Path, models: int) -> None:
-    """A DuckDB project: 1 seed, `models` table models in layers, one not_null test per model."""
+def write_project(folder: Path, models: int, shape: str = "layered") -> None:
+    """A DuckDB project: 1 seed, `models` table models in the DAG `shape`, one not_null test per model.
+
+    layered: layers of LAYER_WIDTH models, each on 1-2 models of the layer before (the default);
+    fanout: one model on the seed, every other model on that one (one wave of N-1 nodes);
+    fanin: N-1 models on the seed and one last model that unions them all (N-1 parents).
+    """
     (folder / "seeds").mkdir(parents=True)
     (folder / "models").mkdir()
     (folder / "dbt_project.yml").write_text(
@@ -123,7 +129,9 @@ def write_project(folder: Path, models: int) -> None:
 
     rng = random.Random(42)  # the same DAG for a given N, run after run
     names = [f"m_{i:04d}" for i in range(models)]
-    for i, name in enumerate(names):
+    if shape != "layered":
+        _write_wide(folder, names, shape)
+    for i, name in enumerate(names if shape == "layered" else []):
         layer = i // LAYER_WIDTH
         if layer == 0:
             sql = "select id, category, amount from {{ ref('raw_items') }}"
@@ -143,6 +151,19 @@ def write_project(folder: Path, models: int) -> None:
     for name in names:
         schema += [f"  - name: {name}", "    columns:", "      - name: id", "        data_tests: [not_null]"]
     (folder / "models" / "schema.yml").write_text("\n".join(schema) + "\n")
+
+
+def _write_wide(folder: Path, names: list[str], shape: str) -> None:
+    """The `fanout` and `fanin` DAGs of write_project (one model on the seed first in both)."""
+    seed = "select id, category, amount from {{ ref('raw_items') }}"
+    for i, name in enumerate(names):
+        if i == 0 or (shape == "fanin" and i < len(names) - 1):
+            sql = seed
+        elif shape == "fanout":
+            sql = f"select id, category, (amount + {i}) % 1000003 as amount from {{{{ ref('{names[0]}') }}}}"
+        else:  # the fan-in: one model on all the others
+            sql = "\nunion all\n".join(f"select id, category, amount from {{{{ ref('{n}') }}}}" for n in names[:-1])
+        (folder / "models" / f"{name}.sql").write_text(sql + "\n")
 
 
 # --- 2. the Prefect server -------------------------------------------------------------------
@@ -404,11 +425,11 @@ def median(samples: list[Sample], attr: str) -> float:
     return statistics.median(getattr(s, attr) for s in samples) if samples else math.nan
 
 
-def result_line(models: int, samples: dict[str, list[Sample]]) -> str:
+def result_line(models: int, shape: str, samples: dict[str, list[Sample]]) -> str:
     plain, fast, pdbt = (median(samples[v], "wall_s") for v in VARIANTS)
     rss_ratio = median(samples["fast"], "rss_mib") / median(samples["plain"], "rss_mib")
     return (
-        f"RESULT models={models} plain_s={plain:.2f} fast_s={fast:.2f} prefectdbt_s={pdbt:.2f} "
+        f"RESULT models={models} shape={shape} plain_s={plain:.2f} fast_s={fast:.2f} prefectdbt_s={pdbt:.2f} "
         f"fast_ratio={fast / plain:.3f} prefectdbt_ratio={pdbt / plain:.3f} fast_rss_ratio={rss_ratio:.3f}"
     )
 
@@ -428,6 +449,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--models", type=int, default=200, help="table models (and not_null tests); default 200")
     parser.add_argument("--repeat", type=int, default=3, help="measured rounds per variant; default 3")
+    parser.add_argument(
+        "--shape", choices=("layered", "fanout", "fanin"), default="layered", help="the DAG; default layered"
+    )
     parser.add_argument("--skip-prefect-dbt", action="store_true", help="do not run the (slow) prefect-dbt engine")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (project, logs, runs)")
     parser.add_argument("--profile", action="store_true", help="also run `fast` once under cProfile")
@@ -448,8 +472,8 @@ def main() -> int:
     print(f"temp folder: {tmp}")
     try:
         project = tmp / "project"
-        write_project(project, args.models)
-        print(f"project: 1 seed, {args.models} models, {args.models} tests, threads {THREADS}")
+        write_project(project, args.models, args.shape)
+        print(f"project: 1 seed, {args.models} models ({args.shape}), {args.models} tests, threads {THREADS}")
         with prefect_server(tmp / "prefect-server") as (url, pgid):
             print(f"prefect server: {url}")
             bench = Bench(tmp, project, args.models, url, pgid)
@@ -470,7 +494,7 @@ def main() -> int:
             print_table(variant, samples[variant])
         if keep:
             print(f"\nkept: {tmp}")
-        print(result_line(args.models, samples))
+        print(result_line(args.models, args.shape, samples))
         return 0
     except BenchError as exc:
         keep = True
