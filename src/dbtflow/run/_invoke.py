@@ -61,7 +61,6 @@ from typing import Any, Literal
 
 from dbt.cli.main import cli, dbtRunner
 from prefect.runtime import flow_run
-from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from dbtflow.dbt import _packages as packages
 from dbtflow.run import _warehouse as warehouse
@@ -127,11 +126,10 @@ def run_step(
         could not report, and why it was stopped if it was.
     """
     os.environ[PROJECT_DIR] = str(paths.project_dir)
-    warehouse.bound_snowflake_retries()
     warehouse.start_step()
     stopper = stopper or Stopper()
     stopper.begin_step()
-    token = event_listeners.set((*event_listeners.get(), stopper.on_event))
+    token = event_listeners.set((*event_listeners.get(), warehouse.on_event, stopper.on_event))
     cwd = os.getcwd()  # the caller's folder, back after the step
     try:
         os.chdir(paths.project_dir)  # relative paths in profiles, hooks and models are the project's, as in dbt Cloud
@@ -219,6 +217,7 @@ def _parse(
 
 
 def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutcome:
+    from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings  # lazy: ~0.5 s of imports the fast engine never needs
 
     class Runner(PrefectDbtRunner):
         """PrefectDbtRunner that also hands every dbt event to our listeners."""

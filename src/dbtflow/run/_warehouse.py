@@ -1,7 +1,9 @@
 """The warehouse drivers under dbt: what a run does to them so a warehouse fault never hangs it.
 
 Contract
-- `bound_snowflake_retries()` (idempotent; a no-op without dbt-snowflake) makes every Snowflake
+- `on_event` (a dbt event callback) calls `bound_snowflake_retries()` when dbt registers
+  dbt-snowflake, before it opens a connection; a run on another adapter never imports the
+  Snowflake driver (~0.4 s of imports). `bound_snowflake_retries()` (idempotent) makes every Snowflake
   connection dbt opens give up on a request that has not been answered after
   `DBTFLOW_SNOWFLAKE_RETRY_SECONDS` (default 120) of retries, with one line naming the host and
   the bound; once a host has been given up on, later requests of the same step to it fail at
@@ -28,17 +30,22 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import snowflake.connector
 from dbt.adapters.factory import FACTORY
-from snowflake.connector.backoff_policies import exponential_backoff
-from snowflake.connector.errors import OperationalError
 
 from dbtflow.settings import SNOWFLAKE_RETRY_SECONDS, Settings
 
 _given_up: set[str] = set()  # hosts given up on in this step
 
 
+def on_event(event: Any) -> None:
+    """dbt's event callback: bound the Snowflake driver's retries as soon as dbt registers dbt-snowflake."""
+    if event.info.name == "AdapterRegistered" and event.data.adapter_name == "snowflake":
+        bound_snowflake_retries()
+
+
 def bound_snowflake_retries() -> None:
+    import snowflake.connector  # lazy: only a Snowflake target loads the driver (dbt-snowflake imported it already)
+
     if getattr(snowflake.connector.connect, "dbtflow_bounded", False):
         return
     unbounded = snowflake.connector.connect
@@ -61,6 +68,9 @@ def retry_seconds() -> int:
 
 
 def _bounded_backoff(host: str) -> Callable[[], Iterator[int]]:
+    from snowflake.connector.backoff_policies import exponential_backoff  # lazy: see bound_snowflake_retries
+    from snowflake.connector.errors import OperationalError  # lazy: see bound_snowflake_retries
+
     def policy() -> Iterator[int]:
         bound, waited = retry_seconds(), 0
         for tries, sleep in enumerate(exponential_backoff()()):
