@@ -48,6 +48,7 @@ def run_dbt_wg(
     on_overlap: Literal["wait", "cancel"] = "wait",
     install_deps: bool = True,
     run_storage: str | None = None,
+    env_vars: dict[str, str] | None = None,
 ) -> State:
     """Run dbt Core for this project.
 
@@ -74,6 +75,9 @@ def run_dbt_wg(
             that are missing or do not match package-lock.yml (as dbt Cloud does every job).
         run_storage: A Prefect storage block (e.g. `s3-bucket/dbtflow-runs`) that keeps each run's
             artifacts; empty: env DBTFLOW_RUN_STORAGE, else the worker's local runs folder.
+        env_vars: Environment variables for dbt's `env_var()` while the run runs (names DBT_*, as in
+            dbt Cloud); a `DBT_ENV_SECRET_*` entry's value is the name of the Prefect Secret block
+            holding it (read when the run starts, masked as dbt masks secrets), never the secret.
     """
     return execute(PROJECT_DIR, None, dict(locals()))
 

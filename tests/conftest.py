@@ -68,9 +68,10 @@ class PrefectServer:
     """A `prefect server start` on a free loopback port, with its own home and database.
 
     With `port` (and the home of a stopped one), the same server again: same address, same database.
+    `env` adds server settings (e.g. PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE).
     """
 
-    def __init__(self, home: Path, port: int | None = None) -> None:
+    def __init__(self, home: Path, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
@@ -80,6 +81,7 @@ class PrefectServer:
             "PREFECT_HOME": str(home),
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
             "PREFECT_UI_ENABLED": "false",
+            **(env or {}),
         }
         self.proc = subprocess.Popen(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],

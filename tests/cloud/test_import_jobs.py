@@ -170,6 +170,11 @@ DAILY = {"target": "prod", "steps": ["seed", "build --select tag:daily"], "threa
          "source_freshness": True, "timeout_seconds": 3600}  # fmt: skip
 EXPOSURES = {"target": "prod", "steps": ["build --select tag:weekly"], "threads": 4, "generate_docs": False,
              "source_freshness": False}  # fmt: skip
+CI = {"target": "dev", "steps": ["build --select state:modified+"], "threads": 4, "generate_docs": False,
+      "source_freshness": False, "state": "latest-success:prod", "defer": True,
+      "vars": {"dbtflow_pr_schema": "dbt_cloud_pr_1008_manual"}}  # fmt: skip
+MERGE = {"target": "prod", "steps": ["build --select state:modified+"], "threads": 4, "generate_docs": False,
+         "source_freshness": False, "state": "latest-success:prod", "defer": True}  # fmt: skip
 EXPECTED = [
     ("prod-hourly-sales", "0 * * * *", 1002,
      {"target": "prod", "steps": ["run --select tag:sales"], "threads": 4, "generate_docs": False,
@@ -195,8 +200,6 @@ EXPECTED = [
       "source_freshness": False}),
 ]  # fmt: skip
 NOT_IMPORTED = {
-    1008: "CI job",
-    1009: "merge job",
     1011: "state:/result: or defer",
     1012: "not scheduled",
     1014: "'sl' is not an allowed dbt command",
@@ -256,8 +259,11 @@ def test_import_jobs_writes_the_schedules_file(dbt_cloud: FakeDbtCloud, tmp_path
     chained = yaml.safe_load((output.parent / "prefect.yaml").read_text())["deployments"]
     assert [(d["name"], d["tags"], d["parameters"]) for d in chained] == [
         ("prod-daily-build", ["dbt-cloud-job-1001"], DAILY),
+        ("ci-check", ["dbt-cloud-job-1008", "dbt-cloud-ci"], CI),
+        ("merge-deploy", ["dbt-cloud-job-1009", "dbt-cloud-merge"], MERGE),
         ("exposures-after-daily", ["dbt-cloud-job-1010"], EXPOSURES),
     ]
+    chained = [d for d in chained if d["name"] not in ("ci-check", "merge-deploy")]  # tests/cloud/test_ci_jobs.py
     assert chained[0]["schedules"][0]["cron"] == "0 6 * * *" and "triggers" not in chained[0]
     assert chained[1]["schedules"] == []
     (trigger,) = chained[1]["triggers"]
@@ -280,11 +286,14 @@ def test_import_without_a_project_writes_unvalidated_entries(dbt_cloud: FakeDbtC
     assert "not validated against a dbt project" in result.stderr
 
 
-def test_import_by_environment(dbt_cloud: FakeDbtCloud) -> None:
-    result = invoke(dbt_cloud, "--account", "1", "--environment", "101", "--target-map", "staging=dev", "-o", "-")
+def test_import_by_environment(dbt_cloud: FakeDbtCloud, tmp_path: Path) -> None:
+    result = invoke(
+        dbt_cloud, "--account", "1", "--environment", "101", "--target-map", "staging=dev",
+        "--target-map", "Production=prod", "-o", "-", "--deployments-output", str(tmp_path / "prefect.yaml"),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert [s["dbt_cloud_job_id"] for s in yaml.safe_load(result.stdout)["schedules"]] == [1007]
-    assert "job 1008 'CI check': CI job" in result.stderr
+    assert "  job 1008 -> deployment ci-check: on pull requests" in result.stderr
 
 
 def test_import_pages_through_a_big_project(dbt_cloud: FakeDbtCloud) -> None:
@@ -307,7 +316,7 @@ def test_an_active_schedules_file_is_not_overwritten(dbt_cloud: FakeDbtCloud, tm
 
 def test_strict_exits_1_when_something_was_not_imported(dbt_cloud: FakeDbtCloud) -> None:
     assert invoke(dbt_cloud, "--account", "1", "--job", "1001", "-o", "-", "--strict").exit_code == 0
-    assert invoke(dbt_cloud, "--account", "1", "--job", "1008", "-o", "-", "--strict").exit_code == 1
+    assert invoke(dbt_cloud, "--account", "1", "--job", "1012", "-o", "-", "--strict").exit_code == 1
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,11 @@ pytestmark = pytest.mark.timeout(300)
 CHILD_PARAMS = {"target": "prod", "steps": ["build --select tag:weekly"]}
 
 
-def add_child(site: Site, deployed: bool) -> int:
-    """A dbt Cloud job run when 1001 succeeds (a fresh id: the Prefect server is shared by the session)."""
+def add_child(site: Site, deployed: bool, waits_on: str | None = None) -> int:
+    """A dbt Cloud job run when 1001 succeeds (a fresh id: the Prefect server is shared by the session).
+
+    Deployed, its trigger waits on a run of `waits_on` (default: the site's deployment, which job 1001 is cut over to).
+    """
     child = random.randint(10**6, 10**8)
     site.cloud.add_job(
         id=child,
@@ -35,11 +38,11 @@ def add_child(site: Site, deployed: bool) -> int:
         job_completion_trigger_condition={"condition": {"job_id": 1001, "project_id": 10, "statuses": [10]}},
     )
     if deployed:
-        deploy_child(child)
+        deploy_child(child, waits_on or site.short)
     return child
 
 
-def deploy_child(job_id: int) -> None:
+def deploy_child(job_id: int, waits_on: str) -> None:
     from prefect import get_client
     from prefect.events import DeploymentTriggerTypes
 
@@ -54,7 +57,7 @@ def deploy_child(job_id: int) -> None:
             pull_steps=PULL,
             tags=[f"dbt-cloud-job-{job_id}"],
         )
-        spec = trigger(Link(job_id, 1001, (10,)), "prod-daily-build", FLOW, CHILD_PARAMS)
+        spec = trigger(Link(job_id, 1001, (10,)), waits_on, FLOW, CHILD_PARAMS)
         made: Any = TypeAdapter(DeploymentTriggerTypes).validate_python(spec)
         made.set_deployment_id(deployment_id)
         client.create_automation(made.as_automation())
@@ -95,6 +98,22 @@ def test_a_job_with_chained_children_is_refused_unless_they_come_along(
     assert site.cloud.snapshot_jobs() == original and site.job_posts() == 0
     assert site.schedules() == {"prod": False, "dev": False}
     assert not site.journal_file.exists()
+
+
+def test_a_child_whose_trigger_waits_on_another_deployment_is_refused(site: Site) -> None:
+    # imported with its chain, job 1001 is deployment prod-daily-build; cut over on the site's, it would never start it
+    child = add_child(site, deployed=True, waits_on="prod-daily-build")
+    original = site.cloud.snapshot_jobs()
+    result = site.run(*site.cutover_args("--apply", "--chain"))
+    assert result.exit_code == 2, result.output
+    (line,) = [x for x in result.output.splitlines() if x.strip()]
+    assert f"dbt Cloud job {child}'s Prefect trigger" in line
+    assert (
+        f"after a run of deployment 'prod-daily-build', but job 1001 is cut over to deployment {site.short!r}" in line
+    )
+    assert "nothing was changed" in line and trigger_enabled(child) == [False]
+    assert site.cloud.snapshot_jobs() == original and site.job_posts() == 0
+    assert site.schedules() == {"prod": False, "dev": False} and not site.journal_file.exists()
 
 
 def test_chain_cuts_over_the_children_and_rollback_disables_their_triggers(site: Site) -> None:

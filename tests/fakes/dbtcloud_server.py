@@ -16,6 +16,12 @@ Contract
   partial body silently resets fields (which is why clients must read-modify-write).
 - Artifacts are per run step: `GET .../runs/{id}/artifacts/{path}?step=N` (N = the step's index;
   without it, the last step's), 404 when that step has no such file.
+- Environment variables (`CustomEnvironmentVariable`: name, `type` project / environment / job /
+  user, `display_value`): an environment's `custom_environment_variables` are its project's
+  defaults and its own values; a job's overrides come with `include_related=custom_environment_variables`
+  (on GET and list of jobs) only. Like dbt Cloud, a `DBT_ENV_SECRET*` value is never served:
+  `display_value` is masked. Deleted ones (`state` 2) and personal (`user`) ones are not served.
+  `add_env_var(**fields)` adds one at run time.
 - `add_job(**fields)` and `add_run(job_id, [FakeStep("dbt build --select x", artifacts_from_dir(target))])`
   add objects at run time (clone and profile steps come first, as in dbt Cloud, so dbt steps start at 3).
 - Fault injection (`inject`, `rate_limit`, `fail`, `hang`), a request log (`requests`, no
@@ -228,6 +234,7 @@ class FakeDbtCloud:
         self.environments: dict[int, dict[str, Any]] = {}
         self.jobs: dict[int, dict[str, Any]] = {}
         self.runs: dict[int, dict[str, Any]] = {}
+        self.env_vars: dict[int, dict[str, Any]] = {}
         self.steps: dict[int, list[dict[str, Any]]] = {}
         self.artifacts: dict[tuple[int, int], dict[str, bytes]] = {}
         self.faults: list[Fault] = []
@@ -280,6 +287,8 @@ class FakeDbtCloud:
         for kind in ("accounts", "projects", "environments"):
             for item in doc.get(kind, []):
                 getattr(self, kind)[item["id"]] = item
+        for var in doc.get("environment_variables", []):
+            self.add_env_var(**var)
         defaults = doc.get("job_defaults", {})
         for job in doc.get("jobs", []):
             self.add_job(**_merge(defaults, job))
@@ -348,6 +357,27 @@ class FakeDbtCloud:
         with self.lock:
             self.jobs[job["id"]] = job
         return job
+
+    def add_env_var(self, **fields: Any) -> dict[str, Any]:
+        """Store an environment variable value at one level (`type`: project, environment, job or user)."""
+        var = {"id": fields.pop("id", None) or next(self._ids), "account_id": 1, "state": 1, **fields}
+        for key in ("user_id", "environment_id", "job_definition_id"):
+            var.setdefault(key, None)
+        with self.lock:
+            self.env_vars[var["id"]] = var
+        return var
+
+    def render_env_vars(self, keep: Any) -> list[dict[str, Any]]:
+        """The active, non-personal values `keep(var)` selects, as the API serves them (secrets masked)."""
+        out = []
+        for var in sorted(self.env_vars.values(), key=lambda v: v["id"]):
+            if var["state"] != 1 or var["type"] == "user" or not keep(var):
+                continue
+            shown = {k: v for k, v in var.items() if k != "id"}
+            if str(var["name"]).startswith("DBT_ENV_SECRET"):
+                shown["display_value"] = "*****"
+            out.append(shown)
+        return out
 
     def add_run(
         self,
@@ -464,8 +494,12 @@ class FakeDbtCloud:
 
     # -- rendering -------------------------------------------------------------------------------
 
-    def render_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+    def render_job(self, job: Mapping[str, Any], related: Iterable[str] = ()) -> dict[str, Any]:
         out = deepcopy(dict(job))
+        if "custom_environment_variables" in set(related):
+            out["custom_environment_variables"] = self.render_env_vars(
+                lambda v: v["type"] == "job" and v["job_definition_id"] == job["id"]
+            )
         account = self.accounts.get(job["account_id"], {})
         project = self.projects.get(job["project_id"], {})
         env = self.environments.get(job["environment_id"], {})
@@ -511,7 +545,12 @@ class FakeDbtCloud:
         out.setdefault("raw_dbt_version", env.get("dbt_version"))
         for key in ("connection", "repository"):
             out.setdefault(key, None)
-        out.setdefault("custom_environment_variables", [])
+        out["custom_environment_variables"] = self.render_env_vars(
+            lambda v: (
+                (v["type"] == "project" and v["project_id"] == env["project_id"])
+                or (v["type"] == "environment" and v["environment_id"] == env["id"])
+            )
+        )
         out.setdefault("jobs", [])
         out.setdefault("created_at", "2024-01-01 00:00:00.000000+00:00")
         out.setdefault("updated_at", "2024-01-01 00:00:00.000000+00:00")
@@ -696,7 +735,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _render(self, kind: str, obj: Mapping[str, Any], related: set[str]) -> dict[str, Any]:
         fake = self.fake
         if kind == "jobs":
-            return fake.render_job(obj)
+            return fake.render_job(obj, related)
         if kind == "runs":
             return fake.render_run(obj, related)
         if kind == "environments":

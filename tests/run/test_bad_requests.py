@@ -66,6 +66,10 @@ CASES = [
     ("unknown-selector", ["--selector", "nightly"], "no selector 'nightly'"),
     ("selector-with-select", ["--selector", "daily", "--select", "a"], "selector cannot be combined"),
     ("full-refresh-on-test", ["--command", "test", "--full-refresh"], "full_refresh does not apply to test"),
+    ("env-var-no-value", ["--env-var", "DBT_REGION"], "--env-var 'DBT_REGION' must be NAME=VALUE"),
+    ("env-var-bad-name", ["--env-var", "region=eu"], "'region' is not a valid environment variable name"),
+    ("env-var-reserved", ["--env-var", "DBT_CLOUD_JOB_ID=1"], "DBT_CLOUD_JOB_ID uses the reserved prefix"),
+    ("env-var-secret-pasted", ["--env-var", "DBT_ENV_SECRET_KEY=Hunter2!"], "must name the Prefect Secret block"),
 ]
 
 

@@ -12,7 +12,7 @@ from dbtflow.run._parameters import DEFAULT_TARGET, InvalidRequest, RunParameter
 from tests.conftest import REPO
 
 ENTRY = REPO / "flows" / "dbt_wg_flow.py"
-CLI_NAMES = {"steps": "step"}  # `dbtflow run --step X --step Y`: one option per step
+CLI_NAMES = {"steps": "step", "env_vars": "env_var"}  # `dbtflow run --step X --step Y`: one option per item
 CLI_DEFAULTS = {"target": None}  # `dbtflow run` without --target: the profile's own target
 
 

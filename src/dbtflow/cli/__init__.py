@@ -7,6 +7,9 @@ Contract
   progress bar of nodes done/total while dbt runs, prints the summary and the artifacts
   folder, and exits 1 when the run failed; 130 / 143 when SIGINT / SIGTERM stopped dbt (dbt
   stops as on Ctrl-C, what finished is kept, the run ends Cancelled, `--command retry` resumes it).
+  When Prefect's API is gone at the end of the run (see `dbtflow.run._flow.UNRECORDED_END`): one
+  line saying Prefect could not record the end, the summary, and exit now with dbt's own code.
+- `dbtflow slot release` frees a target's slot whose holder is gone (see `dbtflow.cli._slot`).
 - Any dbt project runs unmodified: `--project-dir` (default: the current folder) and
   `--profiles-dir` (default: beside dbt_project.yml, then DBT_PROFILES_DIR, then ~/.dbt).
 """
@@ -33,6 +36,7 @@ from dbtflow.cli._deploy import deploy, schedules_app
 from dbtflow.cli._parity import parity
 from dbtflow.cli._runs import RUN_STORAGE, retry_target
 from dbtflow.cli._runs import app as runs_app
+from dbtflow.cli._slot import app as slot_app
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
 from dbtflow.run._api_check import check_api
@@ -48,6 +52,7 @@ app.command("cutover", cls=OneLine)(cutover)
 app.command("rollback", cls=OneLine)(rollback)
 app.add_typer(cli_notify.app, name="notify")
 app.add_typer(runs_app, name="runs")
+app.add_typer(slot_app, name="slot")
 cli_notify.add_status_command(app)
 
 
@@ -81,6 +86,12 @@ def run(
         bool, typer.Option("--install-deps/--no-install-deps", help="dbt deps first when packages are out of date.")
     ] = True,
     run_storage: Annotated[str | None, RUN_STORAGE] = None,
+    env_var: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env-var", help="NAME=VALUE for dbt's env_var() (repeatable); a DBT_ENV_SECRET_* NAME=<Secret block>."
+        ),
+    ] = None,
 ) -> None:
     """Run a dbt request through the Prefect flow, with a progress bar and a summary."""
     params: dict[str, Any] = dict(
@@ -103,8 +114,22 @@ def run(
         on_overlap=on_overlap,
         install_deps=install_deps,
         run_storage=run_storage,
+        env_vars=_env_var_options(env_var),
     )
     _run_request(project_dir, profiles_dir, params)
+
+
+def _env_var_options(items: list[str] | None) -> dict[str, str] | None:
+    """`--env-var NAME=VALUE` items -> {NAME: VALUE} (checked with the run's parameters)."""
+    if not items:
+        return None
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise fail(f"--env-var {name[:80]!r} must be NAME=VALUE, e.g. --env-var DBT_REGION=eu")
+        pairs[name.strip()] = value
+    return pairs
 
 
 @app.command()
@@ -158,12 +183,13 @@ def _run_flow(project: Any, params: dict[str, Any]) -> tuple[Any, Path | None]:
     # lazy: imported on use, so that `dbtflow --help` stays fast
     from prefect.client.schemas.objects import State
 
-    from dbtflow.run._flow import LATEST_RUN, dbt_flow, runs_root
+    from dbtflow.run._flow import LATEST_RUN, UNRECORDED_END, dbt_flow, runs_root
     from dbtflow.run._invoke import event_listeners
 
     flow = dbt_flow(project.project_dir, name=f"dbtflow-{project.name}", profiles_dir=project.profiles_dir)
     with _NodeProgress() as progress:
         token = event_listeners.set((progress.on_event,) if progress.enabled else ())
+        UNRECORDED_END.set(_leave_unrecorded(progress, params["target"]))
         try:
             final: State | None = cast(State, flow(**params, return_state=True))
         except Exception as exc:  # Prefect's engine could not report (API gone): dbt's outcome still counts
@@ -173,6 +199,31 @@ def _run_flow(project: Any, params: dict[str, Any]) -> tuple[Any, Path | None]:
             event_listeners.reset(token)
     run_folder = runs_root() / str(final.state_details.flow_run_id) if final else LATEST_RUN[0]
     return final, run_folder
+
+
+def _leave_unrecorded(progress: _NodeProgress, target: str) -> Any:
+    """What `dbtflow run` does when the run ended with Prefect's API gone: one line, dbt's outcome, exit now."""
+
+    def leave(state: Any, url: str) -> None:
+        # lazy: imported on use, so that `dbtflow --help` stays fast
+        from dbtflow.run._flow import LATEST_RUN
+
+        progress.__exit__()
+        folder = LATEST_RUN[0]
+        err.print(
+            f"warning: Prefect could not record the end of the run: its API ({url}) stopped answering; "
+            f"dbt's outcome and artifacts are kept in {folder}; the flow run stays Running in Prefect and "
+            f"the slot of {target} frees itself when its lease lapses (if it stays taken after a server "
+            f"restart: dbtflow slot release --target {target})",
+            markup=False,
+            soft_wrap=True,
+        )
+        code = _print_outcome(folder, state)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # Prefect's exit hooks would retry every unsent event and log line for minutes
+
+    return leave
 
 
 def _print_outcome(run_folder: Path | None, final: Any) -> int:

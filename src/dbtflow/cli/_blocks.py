@@ -12,6 +12,9 @@ Contract
   offered only on a terminal.
 - `--rotate` replaces only the secrets of the credentials block; the other blocks refer to it,
   so runs pick up the new values with no file or deployment change.
+- `dbtflow blocks secret <block>` creates or replaces one Prefect Secret block (the value of a
+  dbt Cloud `DBT_ENV_SECRET_*` variable, named by `dbtflow cloud import-jobs`) from the
+  environment variable DBTFLOW_SECRET_VALUE or a hidden prompt, and prints `created|updated <block>`.
 - A user error is one line on stderr and exit 2.
 """
 
@@ -28,6 +31,7 @@ from dbtflow.cli._common import err, fail, out
 from dbtflow.dbt._project import load_project
 from dbtflow.errors import UserError
 from dbtflow.settings import (
+    SECRET_VALUE,
     SNOWFLAKE_PASSWORD,
     SNOWFLAKE_PRIVATE_KEY,
     SNOWFLAKE_PRIVATE_KEY_FILE,
@@ -95,6 +99,33 @@ def setup(
         raise fail(exc) from None
     for change in changes:
         out.print(str(change), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("secret")
+def secret(
+    block: Annotated[str, typer.Argument(help="The Secret block's name, e.g. dbt-env-secret-api-key-env-102.")],
+) -> None:
+    """Create or replace a Prefect Secret block (e.g. a DBT_ENV_SECRET_* value) from DBTFLOW_SECRET_VALUE or a prompt.
+
+    The value never comes from the command line; runs read the block when they start.
+    """
+    # lazy: the env-vars module imports Prefect; importing it here keeps `dbtflow --help` fast
+    from dbtflow.secrets._env_names import BLOCK_NAME
+    from dbtflow.secrets._env_vars import store_secret
+
+    try:
+        if not BLOCK_NAME.match(block):
+            raise UserError(f"{block[:80]!r} is not a Prefect block name: use lower-case letters, digits and dashes")
+        value = os.environ.get(SECRET_VALUE) or (
+            _hidden_prompt(f"value of {block} (hidden)") if sys.stdin.isatty() else ""
+        )
+        if not value:
+            raise UserError(f"no value: set {SECRET_VALUE} (or run on a terminal to be prompted); nothing was written")
+        _where_blocks_go()
+        action = store_secret(block, value)
+    except UserError as exc:
+        raise fail(exc) from None
+    out.print(f"{action} secret/{block}", markup=False, highlight=False)
 
 
 def _where_blocks_go() -> None:

@@ -5,6 +5,12 @@ Contract
   [--token-block NAME] [--target-map ENV=TARGET] [--project-dir DIR] [--output FILE]` reads the
   jobs, writes the schedules file (default `deploy/schedules.yaml`; `-` prints it) and prints
   what it imported, what it could not translate (why, and what to do instead) and notes.
+- dbt Cloud environment variables become each job's `env_vars` parameter; for every
+  `DBT_ENV_SECRET_*` one it prints one line naming the Prefect Secret block the runs read and the
+  command that stores its value (`dbtflow blocks secret <block>`); a value is never printed.
+- Chained, CI and merge jobs are written as their own deployments (`--deployments-output`, default
+  prefect.yaml beside `--output`); for each CI and merge job it prints the `prefect deployment run`
+  line git CI runs, then the limits of that translation, one line each (`_ci_jobs.LIMITS`).
 - Exit 0 when the file is written (1 with `--strict` when a job was not imported); bad input,
   401/403/404 and jobs dbtflow cannot run are one line on stderr with exit 2; dbt Cloud being
   unavailable past the retry bound is one line with exit 1.
@@ -129,13 +135,16 @@ def import_jobs_command(
     except DbtCloudUnavailable as exc:
         raise fail(exc, 1) from None
 
-    _print_result(result, output, deployments_output or Path("deploy/prefect.yaml"))
+    _print_result(result, output, deployments_output or Path("deploy/prefect.yaml"), deployment.split("/")[0])
     if strict and result.skipped:
         raise typer.Exit(1)
 
 
-def _print_result(result: Any, output: str, deployments_output: Path) -> None:
+def _print_result(result: Any, output: str, deployments_output: Path, flow: str) -> None:
     """What was imported, skipped (why, and what instead) and noted; on stderr when the file went to stdout."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.cloud import _ci_jobs as ci_jobs
+
     report = err if output == "-" else out
     where = "stdout" if output == "-" else output
     schedules = len([e for e in result.entries if not e.own_deployment])
@@ -143,11 +152,13 @@ def _print_result(result: Any, output: str, deployments_output: Path) -> None:
         f"imported {schedules} schedule(s) to {where} (inactive; `dbtflow cutover` activates them)",
         markup=False,
     )
-    own = [e for e in result.entries if e.own_deployment]
+    own = [e for e in result.entries if e.own_deployment and e.kind is None]
     for entry in result.entries:
         steps = " | ".join(entry.parameters["steps"])
         when = " and ".join(
-            ([f"{entry.cron} UTC"] if entry.cron else []) + ([entry.link.describe()] if entry.link else [])
+            ([f"{entry.cron} UTC"] if entry.cron else [])
+            + ([entry.link.describe()] if entry.link else [])
+            + ([ci_jobs.WHEN[entry.kind]] if entry.kind else [])
         )
         kind = "deployment " if entry.own_deployment else ""
         report.print(
@@ -161,6 +172,8 @@ def _print_result(result: Any, output: str, deployments_output: Path) -> None:
             "`dbtflow cutover --chain` enables them)",
             markup=False,
         )
+    _print_secrets(report, result)
+    _print_ci(report, [e for e in result.entries if e.kind], deployments_output, flow)
     if result.skipped:
         report.print(f"not imported ({len(result.skipped)}):", markup=False)
         for s in result.skipped:
@@ -176,3 +189,42 @@ def _print_result(result: Any, output: str, deployments_output: Path) -> None:
     from dbtflow.cloud._import import GENERAL_NOTE
 
     report.print(GENERAL_NOTE, markup=False)
+
+
+def _print_secrets(report: Any, result: Any) -> None:
+    """One line per Secret block the imported jobs' DBT_ENV_SECRET_* variables need: the command that stores it."""
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.cloud._env_vars import secrets_to_set
+
+    needed = secrets_to_set(result.entries)
+    if not needed:
+        return
+    report.print(
+        f"secret environment variables ({len(needed)}): dbt Cloud never returns their values; store each once "
+        "(hidden prompt, or DBTFLOW_SECRET_VALUE); runs read it when they start:",
+        markup=False,
+    )
+    for secret in needed:
+        jobs = ", ".join(str(j) for j in secret.jobs)
+        report.print(
+            f"  {secret.name} ({secret.level}; job {jobs}): dbtflow blocks secret {secret.block}", markup=False
+        )
+
+
+def _print_ci(report: Any, entries: list[Any], deployments_output: Path, flow: str) -> None:
+    """CI and merge jobs: where their deployments are, the command git CI runs for each, the limits."""
+    if not entries:
+        return
+    # lazy: imported on use, so that `dbtflow --help` stays fast
+    from dbtflow.cloud import _ci_jobs as ci_jobs
+
+    report.print(
+        f"CI and merge jobs: {len(entries)} deployment(s) in {deployments_output} (deploy: prefect --no-prompt "
+        f"deploy --prefect-file {deployments_output} --all); git CI starts them (docs/ci-jobs.md):",
+        markup=False,
+    )
+    for entry in entries:
+        command = ci_jobs.command(entry.kind, f"{flow}/{entry.slug}", entry.job.id)
+        report.print(f"  job {entry.job.id} {entry.kind}: {command}", markup=False)
+    for line in ci_jobs.LIMITS:
+        report.print(line, markup=False)

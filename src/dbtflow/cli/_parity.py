@@ -15,7 +15,10 @@ Contract
   unexplained; 2: bad input (one line on stderr, no traceback).
 - `fetch_cloud_artifacts(ref, dest)` is the boundary to the dbt Cloud API client
   (`dbtflow.cloud._client`): it must leave `dest` in the run-store layout (`NN-<cmd>/` per step with
-  manifest.json and run_results.json, plus run.json); `store_cloud_step` writes one step so.
+  manifest.json and run_results.json, plus run.json with the job's environment variables as dbt
+  Cloud resolves them, `env_vars`: name -> value, null for a secret); `store_cloud_step` writes one
+  step so. With both sides' `env_vars` known, a variable missing or different on the Prefect side
+  is named as the reason of the differences that have no other (`dbtflow.parity._compare`).
 
 Pitfalls
 - The API token is never an option value (it would show in `ps` and shell history): it comes
@@ -76,6 +79,7 @@ def fetch_cloud_artifacts(ref: CloudRunRef, dest: Path) -> Path:
     """
     # lazy: imported on use, so that `dbtflow --help` stays fast
     from dbtflow.cloud._client import DbtCloudClient, DbtCloudError, DbtCloudUnavailable, resolve_token
+    from dbtflow.cloud._env_vars import job_env_record
 
     if ref.account_id is None:
         raise ParityInputError("--cloud-account-id is required with --cloud-run/--cloud-job")
@@ -100,6 +104,10 @@ def fetch_cloud_artifacts(ref: CloudRunRef, dest: Path) -> Path:
                         continue  # this step wrote no artifacts
                     raise
                 store_cloud_step(dest, step.index, step_command(step.name), manifest, results)
+            if run.job_definition_id is not None:  # the job's environment variables, for parity to compare
+                record = {"dbt_cloud_run_id": run.id, "env_vars": job_env_record(client, run.job_definition_id)}
+                dest.mkdir(parents=True, exist_ok=True)
+                (dest / "run.json").write_text(json.dumps(record, indent=2))
     except DbtCloudUnavailable as exc:
         raise ParityInputError(str(exc)) from None
     except DbtCloudError as exc:

@@ -25,6 +25,9 @@ Pitfalls
 - Artifacts default to the *last* step of a run (often `docs generate`, whose run_results marks
   everything `success`); pass `step=` (the run step's `index`, counting clone/profile steps).
 - `run_steps` come only with `get_run(..., include_related=["run_steps"])`; list endpoints omit them.
+- A job's environment-variable overrides come only with `include_related=["custom_environment_variables"]`
+  (`ENV_VARS`); an environment carries its own and the project's defaults. They are kept out of
+  `Job.raw`, so a read-modify-write never POSTs them back.
 - With `order_by=-id`, runs created while paging shift the offsets; items are de-duplicated by id.
 - Plain `http://` is accepted only for loopback hosts (tests); anything else must be https.
 """
@@ -56,6 +59,7 @@ logger = logging.getLogger(__name__)
 TOKEN_ENV = "DBT_CLOUD_API_TOKEN"
 REGIONS = {"us": "https://cloud.getdbt.com", "emea": "https://emea.dbt.com", "au": "https://au.dbt.com"}
 PAGE_SIZE = 100  # the API's maximum
+ENV_VARS = "custom_environment_variables"  # an `include_related` value of jobs, and a field of environments
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$")
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -185,6 +189,22 @@ class JobExecution(_Model):
     timeout_seconds: int | None = 0
 
 
+class EnvVar(_Model):
+    """One dbt Cloud environment variable value (`CustomEnvironmentVariable`) at one level.
+
+    `type` is the level: `project` (the default), `environment`, `job` (an override) or `user`
+    (a developer's personal value, IDE only). A secret's `display_value` is masked by dbt Cloud.
+    """
+
+    name: str
+    type: str
+    project_id: int | None = None
+    environment_id: int | None = None
+    job_definition_id: int | None = None
+    display_value: str | None = None
+    state: int = 1
+
+
 class Job(_Model):
     """A job as the API returns it; `raw` keeps the whole object for read-modify-write."""
 
@@ -212,6 +232,7 @@ class Job(_Model):
     lifecycle_webhooks: bool | None = False
     triggers_on_draft_pr: bool | None = False
     cost_optimization_features: list[str] | None = None
+    custom_environment_variables: list[EnvVar] | None = None  # job overrides, with include_related only
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     @field_validator("execute_steps", "settings", "execution", "triggers", mode="before")
@@ -224,7 +245,8 @@ class Job(_Model):
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> Job:
-        return cls.model_validate({**data, "raw": deepcopy(dict(data))})
+        raw = {k: v for k, v in data.items() if k != ENV_VARS}  # included on request only: never POSTed back
+        return cls.model_validate({**data, "raw": deepcopy(raw)})
 
 
 class Environment(_Model):
@@ -237,6 +259,7 @@ class Environment(_Model):
     use_custom_branch: bool | None = False
     custom_branch: str | None = None
     state: int = 1  # 1 active, 2 deleted
+    custom_environment_variables: list[EnvVar] | None = None  # the project's defaults and this environment's
 
 
 _STEP_COMMAND = re.compile(r"`(?:dbt\s+)?([^`]+)`")
@@ -515,19 +538,25 @@ class DbtCloudClient:
         *,
         scheduled: bool | None = None,
         max_items: int | None = None,
+        include_related: Sequence[str] = (),
     ) -> list[Job]:
         params = {"project_id": project_id, "environment_id": environment_id, "order_by": "id"}
+        if include_related:
+            params["include_related"] = _list_param(list(include_related))
         if scheduled is not None:
             params["triggers_schedule"] = str(scheduled).lower()
         items = self._paginate("jobs/", "list jobs", params, max_items)
         return [self._parse("list jobs", Job.from_api, j) for j in items]
 
-    def get_job_raw(self, job_id: int) -> dict[str, Any]:
-        data: dict[str, Any] = self._json("GET", self._path(f"jobs/{int(job_id)}/"), f"read job {job_id}")["data"]
+    def get_job_raw(self, job_id: int, include_related: Sequence[str] = ()) -> dict[str, Any]:
+        params = {"include_related": _list_param(list(include_related))} if include_related else {}
+        path, what = self._path(f"jobs/{int(job_id)}/"), f"read job {job_id}"
+        data: dict[str, Any] = self._json("GET", path, what, params=params)["data"]
         return data
 
-    def get_job(self, job_id: int) -> Job:
-        return self._parse(f"read job {job_id}", Job.from_api, self.get_job_raw(job_id))  # type: ignore[no-any-return]
+    def get_job(self, job_id: int, include_related: Sequence[str] = ()) -> Job:
+        raw = self.get_job_raw(job_id, include_related)
+        return self._parse(f"read job {job_id}", Job.from_api, raw)  # type: ignore[no-any-return]
 
     def update_job(
         self,

@@ -8,6 +8,9 @@ Contract
   - children with no Prefect deployment tagged `dbt-cloud-job-<id>` that carries a trigger (not
     imported, or imported but not deployed);
   - children that are imported, unless `chain` (`dbtflow cutover --chain`) asks to cut them over too.
+  - children whose trigger waits on another deployment than the one their parent runs on after
+    cutover (the plan's `deployment` for the jobs cut over, the child's own for a grandchild):
+    Prefect's flow-run events name the deployment, so the chain would silently never start.
   With `chain` it returns the children's job ids (their dbt Cloud jobs are cut over like the
   parent's), a `TriggerChange` per trigger to enable, and a `ScheduleChange` per schedule of the
   children's own deployments (a child dbt Cloud also schedules).
@@ -67,10 +70,16 @@ class ChildDeployment:
 
 
 def plan_chain(
-    prefect: SyncPrefectClient, cloud: DbtCloudClient, jobs: dict[int, dict[str, Any]], chain: bool
+    prefect: SyncPrefectClient,
+    cloud: DbtCloudClient,
+    jobs: dict[int, dict[str, Any]],
+    chain: bool,
+    deployment: str,
 ) -> tuple[list[int], list[ChildDeployment]]:
-    """(children's job ids, their deployments) of the jobs being cut over; refusals as in the Contract."""
+    """(children's job ids, their deployments) of the jobs cut over on `deployment`; refusals: see the Contract."""
     projects: dict[int, dict[int, Job]] = {}
+    links: dict[int, chains.Link] = {}
+    deployed: dict[int, ChildDeployment | None] = {}
     children: list[int] = []
     names: dict[int, str] = {}
     for job_id, raw in jobs.items():
@@ -78,11 +87,14 @@ def plan_chain(
         if project not in projects:
             projects[project] = {j.id: j for j in cloud.list_jobs(project_id=project)}
         names.update({j.id: j.name for j in projects[project].values()})
-        below = [c for c in chains.descendants(job_id, chains.tree(projects[project])) if c not in jobs]
+        tree = chains.tree(projects[project])
+        links.update(tree)
+        below = [c for c in chains.descendants(job_id, tree) if c not in jobs]
         children += [c for c in below if c not in children]
         if not below:
             continue
         found = {c: _deployment(prefect, c) for c in below}
+        deployed.update(found)
         what = f"dbt Cloud job {job_id} {raw.get('name', '')!r} starts job(s) " + ", ".join(
             f"{c} {names.get(c, '')!r}" for c in below
         )
@@ -98,7 +110,37 @@ def plan_chain(
                 f"{what} when it ends; once its schedule is off in dbt Cloud they run only from Prefect: pass --chain "
                 "to enable their Prefect triggers and cut them over with it; nothing was changed"
             )
-    return children, [d for c in children if (d := _deployment(prefect, c)) is not None]
+    deployments = {c: d for c in children if (d := deployed.get(c)) is not None}
+    runs_on = {job_id: deployment.split("/")[-1] for job_id in jobs}
+    runs_on.update({c: d.deployment.name for c, d in deployments.items()})
+    for child, child_deployment in deployments.items():
+        _refuse_other_parent(child_deployment, links[child].parent, runs_on.get(links[child].parent))
+    return children, list(deployments.values())
+
+
+def _refuse_other_parent(child: ChildDeployment, parent: int, parent_deployment: str | None) -> None:
+    """A trigger must wait on the deployment its parent job runs on, or the chain never starts."""
+    for automation in child.triggers:
+        waits_on = _waits_on(automation)
+        if parent_deployment is not None and waits_on is not None and waits_on != parent_deployment:
+            raise UserError(
+                f"dbt Cloud job {child.job_id}'s Prefect trigger {automation.name!r} runs {child.name} after a run of "
+                f"deployment {waits_on!r}, but job {parent} is cut over to deployment {parent_deployment!r}: its runs "
+                f"would never start job {child.job_id}; cut job {parent} over on {waits_on!r} (`--deployment "
+                f"<flow>/{waits_on}`, from the file `dbtflow cloud import-jobs` wrote), or point the trigger at "
+                f"{parent_deployment!r}; nothing was changed"
+            )
+
+
+def _waits_on(automation: Any) -> str | None:
+    """The deployment name a trigger's `match_related` waits on (None: it names none)."""
+    related = getattr(automation.trigger, "match_related", None) or []
+    for spec in related if isinstance(related, list) else [related]:
+        labels: dict[str, Any] = dict(getattr(spec, "root", spec) or {})
+        if labels.get("prefect.resource.role") == "deployment":
+            name = labels.get("prefect.resource.name")
+            return name if isinstance(name, str) else None
+    return None
 
 
 def _deployment(prefect: SyncPrefectClient, job_id: int) -> ChildDeployment | None:

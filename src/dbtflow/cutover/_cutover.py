@@ -196,7 +196,7 @@ def plan_cutover(
         )
     changes = [_schedule_change(deployment, found, current[slug]) for slug in slugs]
     raws = {job_id: cloud.get_job_raw(job_id) for job_id in job_ids}
-    children, deployments = chained.plan_chain(prefect, cloud, raws, chain)
+    children, deployments = chained.plan_chain(prefect, cloud, raws, chain, deployment)
     raws.update({job_id: cloud.get_job_raw(job_id) for job_id in children})
     for child in deployments:
         changes += [

@@ -17,6 +17,9 @@ Contract
     test with the same name and parents under another unique_id is named as its twin);
   - `changed_code`: its checksum (or that of the node a test tests) differs;
   - `upstream`: skipped on one side because an upstream node failed there;
+  - `env_vars`: no other cause, and the two runs' environment variables differ (one set a
+    variable the other did not, or to another value; secrets compared by name only): the
+    report names each (`report.env_vars`). Not explained: the Prefect run must set them.
   - `status` and `unexplained`: no known cause, or a selection parity cannot evaluate (said
     so, never guessed). These are not explained.
 - Statuses are normalized across resource types: success/pass -> ok, error/fail/runtime
@@ -27,6 +30,9 @@ Contract
 
 Pitfalls
 - Pure: no dbt, no Prefect, no I/O except `load_accepted` reading the accept file.
+- Which node reads which variable is not known from the artifacts (the manifest keeps no
+  `env_var()` calls): a variable that differs is named as the reason of every difference that
+  has no other cause, never of one that has (changed code, selection, an upstream failure).
 - The order of the checks matters and is fixed: dbt version, then manifest membership
   (disabled, twin, added/removed), ephemeral, then selection; the first that applies is the reason.
 - `status` differences are never explained by themselves: a model that fails in Prefect but
@@ -122,6 +128,7 @@ class ParityReport:
     same: int  # nodes both runs executed with the same status and code
     by_type: dict[str, Counter[str]]
     unused_accepts: list[Accepted] = field(default_factory=list)
+    env_vars: list[str] = field(default_factory=list)  # environment variables set differently, one line each
 
     @property
     def open(self) -> list[Difference]:
@@ -177,7 +184,38 @@ def _compare(cloud: ArtifactSet, prefect: ArtifactSet) -> ParityReport:
             counts[diff.kind] += 1
             differences[uid] = diff
     _explain_skips(differences, cloud, prefect)
-    return ParityReport(cloud, prefect, list(differences.values()), same, by_type)
+    problems = env_var_problems(cloud, prefect)
+    _blame_env_vars(differences.values(), problems)
+    return ParityReport(cloud, prefect, list(differences.values()), same, by_type, env_vars=problems)
+
+
+def env_var_problems(cloud: ArtifactSet, prefect: ArtifactSet) -> list[str]:
+    """Each environment variable one side set and the other did not, or set to another value (secrets: by name)."""
+    if cloud.env_vars is None or prefect.env_vars is None:
+        return []
+    out: list[str] = []
+    for name in sorted(cloud.env_vars.keys() | prefect.env_vars.keys()):
+        if name not in prefect.env_vars:
+            out.append(f"{name} is set by {cloud.label}'s job but missing on the {prefect.label} side")
+        elif name not in cloud.env_vars:
+            out.append(f"{name} is set by the {prefect.label} run but not by {cloud.label}'s job")
+        elif None not in (a := cloud.env_vars[name], b := prefect.env_vars[name]) and a != b:
+            out.append(f"{name} is {a!r} in {cloud.label}, {b!r} in {prefect.label}")
+    return out
+
+
+def _blame_env_vars(differences: Iterable[Difference], problems: list[str]) -> None:
+    """A difference with no other cause, when the runs' environment variables differ: they are the reason named."""
+    if not problems:
+        return
+    cause = "; ".join(problems)
+    for diff in differences:
+        if diff.reason in ("status", "unexplained"):
+            diff.reason = "env_vars"
+            diff.explanation = (
+                f"{diff.explanation}; the runs' environment variables differ ({cause}): set them in the run's "
+                "env_vars (`dbtflow cloud import-jobs` imports them) and run again"
+            )
 
 
 def _one_sided(uid: str, ran: ArtifactSet, other: ArtifactSet, kind: str, twins_of: _Twins) -> Difference:

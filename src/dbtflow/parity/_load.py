@@ -9,6 +9,9 @@ Contract
   memory. Both return an `ArtifactSet`: the results of the steps that built (build, run, test,
   seed, snapshot, retry; later steps win for a node run twice), the manifest of the last of
   them, each building step's selection, and every step with whether it was used and why not.
+  Its `env_vars` are run.json's (`name -> value`, null for a secret): the variables dbtflow's
+  run set for dbt, or those dbt Cloud's job defines (written by `dbtflow parity --cloud-run/-job`);
+  None when the folder does not record them.
   Its `target` is run.json's `target` (dbtflow's run store), else the `--target` in the
   building steps' run_results `args`, else None (a dbt Cloud download rarely names one).
 - `resolve_run(runs_dir, run_id)` finds a stored Prefect flow run's folder; `latest` is the
@@ -80,6 +83,7 @@ class ArtifactSet:
     flow_run_id: str | None = None
     project: str | None = None
     target: str | None = None  # the profile target it ran against, when the run says so
+    env_vars: dict[str, str | None] | None = None  # run.json's: name -> value (None: a secret); None: not recorded
 
     @property
     def dbt_version(self) -> str | None:
@@ -212,6 +216,7 @@ def _assemble(
         flow_run_id=record.get("flow_run_id"),
         project=record.get("project") or _project(last),
         target=_target(record, steps),
+        env_vars=_env_vars(record),
     )
 
 
@@ -274,6 +279,14 @@ def _target(record: dict[str, Any], steps: list[StepArtifacts]) -> str | None:
     """The run's target: run.json's (dbtflow's run store), else a `--target` the building steps' dbt args name."""
     named = record.get("target") or next((s.args.get("target") for s in reversed(steps) if s.args.get("target")), None)
     return str(named) if named else None
+
+
+def _env_vars(record: dict[str, Any]) -> dict[str, str | None] | None:
+    """run.json's `env_vars` (name -> value, null for a secret); None when the run did not record them."""
+    found = record.get("env_vars")
+    if not isinstance(found, dict):
+        return None
+    return {str(k): None if v is None else str(v) for k, v in found.items()}
 
 
 def _project(step: StepArtifacts) -> str | None:

@@ -28,6 +28,10 @@ Contract
   Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
   it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
   Runs of different targets (dev, prod) run side by side.
+- The Prefect API gone at the end of a run (reporting gave up after its 30 s and `/health` does
+  not answer): once the slot's release was tried (5 s at most) and everything is kept locally,
+  the final state goes to `UNRECORDED_END` when a caller set it (`dbtflow run` prints one line
+  and exits with dbt's outcome); else the engine tries to record it under its own retries.
 
 Pitfalls
 - The target path is per target (`target/<target>/`) so dev and prod runs never share
@@ -50,6 +54,10 @@ Pitfalls
   copied are read where dbt wrote them (its half-copied folder removed), run.json and summary.md
   are written whole or not at all, dbt.log's write errors are not printed per line, and the run
   ends with dbt's own state, its message saying once what could not be saved.
+- `env_vars` are set in the process's environment from before the packages check (packages.yml may
+  read one, e.g. a private package's token) to the run's end (`dbtflow.secrets._env_vars`);
+  a `DBT_ENV_SECRET_*` one is read from its Prefect Secret block then, never earlier, so no deployment
+  or parameter holds its value; run.json's `env_vars` maps the names set to their values (null for a secret).
 - Vars whose names look secret (`api_token`, `db_password`) are masked in run.json, summary.md,
   dbt.log and the console (see `dbtflow.secrets._masking`); dbt still gets them.
 - The target's slot and its lease: see `dbtflow.run._slot`. The wait for the slot and dbt's own
@@ -71,14 +79,17 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx
 from prefect import Flow, flow, get_client, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.runtime import flow_run
+from prefect.settings import get_current_settings
 from prefect.states import Cancelled, Completed, Failed
 
 from dbtflow.dbt._artifacts import ARTIFACT_FILES, RunStore, StepArtifacts, read_step
@@ -94,11 +105,13 @@ from dbtflow.run._outcome import RunOutcome, StepOutcome, StepReport
 from dbtflow.run._parameters import RunParameters
 from dbtflow.run._request import RunRequest, build_request
 from dbtflow.run._runs_dir import check_runs_root, quiet_logging_errors, storage_problem
-from dbtflow.run._slot import slot_name, target_slot
+from dbtflow.run._slot import SlotTaken, slot_name, target_slot
 from dbtflow.run._stopper import Stopper, on_signals
 from dbtflow.run._storage import FolderStore, Store
 from dbtflow.run._summary import publish, summary_markdown
 from dbtflow.run._warehouse import release_connections
+from dbtflow.secrets._env_names import is_secret
+from dbtflow.secrets._env_vars import SecretUnavailable, run_env
 from dbtflow.secrets._masking import masked_argv, masked_parameters, scrub_files, secret_env
 from dbtflow.secrets._profiles import resolved_profiles
 
@@ -110,6 +123,15 @@ PARAMETERS = tuple(RunParameters.model_fields)  # the flow's parameters, in RunP
 # The folder of the latest run in this process, for a caller (the CLI) whose flow call failed
 # after dbt finished, e.g. when the Prefect API went away before the final state was set.
 LATEST_RUN: list[Path | None] = [None]
+
+
+# `dbtflow run` sets this: called (with the final state and the API's URL) once a run has kept
+# everything locally while Prefect's API is gone, so that the process leaves at once rather than
+# through the engine's retries of a final state no server will take (a minute and a traceback).
+UNRECORDED_END: contextvars.ContextVar[Callable[[State, str], None] | None] = contextvars.ContextVar(
+    "dbtflow_unrecorded_end", default=None
+)
+_GAVE_UP: contextvars.ContextVar[bool] = contextvars.ContextVar("dbtflow_reporting_gave_up", default=False)
 
 
 class RetryFromFailure(Exception):
@@ -160,6 +182,7 @@ def dbt_flow(
         on_overlap: Literal["wait", "cancel"] = "wait",
         install_deps: bool = True,
         run_storage: str | None = None,
+        env_vars: dict[str, str] | None = None,
     ) -> State:
         """Run dbt Core for this project.
 
@@ -186,6 +209,9 @@ def dbt_flow(
                 that are missing or do not match package-lock.yml (as dbt Cloud does every job).
             run_storage: A Prefect storage block (e.g. `s3-bucket/dbtflow-runs`) that keeps each run's
                 artifacts; empty: env DBTFLOW_RUN_STORAGE, else the worker's local runs folder.
+            env_vars: Environment variables for dbt's `env_var()` while the run runs (names DBT_*, as in
+                dbt Cloud); a `DBT_ENV_SECRET_*` entry's value is the name of the Prefect Secret block
+                holding it (read when the run starts, masked as dbt masks secrets), never the secret.
         """
         parameters = {name: value for name, value in locals().items() if name in PARAMETERS}
         return execute(project_dir, profiles_dir, parameters)
@@ -235,21 +261,38 @@ def _in_slot(request: RunRequest, store: Store) -> State:
     held = False
     try:
         wait = 1.0 if cancel else request.timeout_seconds
-        with target_slot(name, wait):
+        with target_slot(name, wait, request.target):
             held = True
-            return _execute(request, store)
-    except TimeoutError:
+            state = _execute(request, store)
+        _leave_if_api_gone(state)
+        return state
+    except TimeoutError as exc:
         if held:
             raise
         durable.forget(store, _run_id())  # it never ran: not listed as an incomplete run
+        by = exc.holder if isinstance(exc, SlotTaken) else "another run"
+        hint = f"; if that run is gone, free the slot with `dbtflow slot release --target {request.target}`"
         if cancel:
-            message = f"another run of {request.target} holds the slot {name!r} and on_overlap is 'cancel'"
+            message = f"the slot {name!r} of {request.target} is held by {by} and on_overlap is 'cancel'{hint}"
             logger.warning("%s", message)
             return Cancelled(message=message)
-        message = f"timed out after {request.timeout_seconds} s waiting for another run of {request.target}"
+        message = f"timed out after {request.timeout_seconds} s waiting for the slot {name!r}, held by {by}{hint}"
         logger.error("%s", message)
         _final()
         return Failed(name="TimedOut", message=message)
+
+
+def _leave_if_api_gone(state: State) -> None:
+    """Hand the final state to UNRECORDED_END when reporting gave up and the API still does not answer."""
+    leave, url = UNRECORDED_END.get(), get_current_settings().api.url
+    if leave is None or not _GAVE_UP.get() or url is None:
+        return
+    try:
+        if httpx.get(f"{url.rstrip('/')}/health", timeout=3).status_code == 200:
+            return  # back in time: the engine records the final state
+    except httpx.HTTPError:
+        pass
+    leave(state, url)
 
 
 def _run_id() -> str:
@@ -257,6 +300,18 @@ def _run_id() -> str:
 
 
 def _execute(request: RunRequest, remote: Store) -> State:
+    """The run with its `env_vars` set from before the packages check (packages.yml may read a token) to its end."""
+    try:
+        with run_env(request.env_vars):  # env_var()'s values; secret ones read from their Secret blocks now
+            return _execute_with_env(request, remote)
+    except SecretUnavailable as exc:  # a Secret block could not be read: dbt has not started
+        get_run_logger().error("%s", exc)
+        durable.forget(remote, _run_id())  # it never ran: not listed as an incomplete run
+        _final()
+        return Failed(message=str(exc))
+
+
+def _execute_with_env(request: RunRequest, remote: Store) -> State:
     logger = get_run_logger()
     store = RunStore(runs_root(), _run_id())
     LATEST_RUN[0] = store.folder
@@ -308,7 +363,9 @@ def _execute(request: RunRequest, remote: Store) -> State:
     if upload_warning:
         logger.warning("%s", upload_warning)
         problem = _save_record(record, outcome, store, stored) or problem
-    if not any("gave up" in w for step in outcome.steps for w in step.outcome.reporting):
+    gave_up = any("gave up" in w for step in outcome.steps for w in step.outcome.reporting)
+    _GAVE_UP.set(gave_up)
+    if not gave_up:
         publish(outcome, store.folder, key=_artifact_key(request), stored=stored)  # else the API is down
         if not outcome.failed and outcome.warnings:
             _emit_warned(request, outcome)
@@ -499,6 +556,8 @@ def _run_record(request: RunRequest, attempt: Attempt, outcome: RunOutcome | Non
         "target": request.target,
         "engine": request.engine,
         "parameters": masked_parameters(request.parameters),
+        # what the run set for dbt, for parity: name -> value, a secret's never (null)
+        "env_vars": {n: None if is_secret(n) else v for n, v in sorted(request.env_vars.items())},
         "attempt": attempt.number,
         "steps": [*attempt.earlier, *(_planned_entry(p, attempt.number) for p in attempt.steps)],
     }

@@ -22,6 +22,9 @@ Pitfalls
   values, which json.dumps would spend minutes and hundreds of MB on. A cycle hits the bound too.
 - `run_storage` is a Prefect block slug `<block-type>/<name>`; `state` may also be
   `latest-success[:<target>]` (STORE_STATE), which the flow resolves from the run store.
+- `env_vars` names follow dbt Cloud's rule (`dbtflow.secrets._env_names`); a `DBT_ENV_SECRET_*` entry's
+  value is the name of the Prefect Secret block holding the secret, never the secret (flow-run
+  parameters are stored and shown in clear by Prefect); the flow reads the block when it starts.
 - Must not import prefect or dbt: the CLI validates with it before either loads.
 """
 
@@ -38,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dbtflow.dbt._commands import SELECTOR_METHODS
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
+from dbtflow.secrets._env_names import check_env_vars
 
 
 class InvalidRequest(UserError):
@@ -90,6 +94,10 @@ class RunParameters(BaseModel):
     )
     run_storage: str | None = Field(
         None, description="A Prefect storage block slug (`s3-bucket/dbtflow-runs`) that keeps the run's artifacts."
+    )
+    env_vars: dict[str, str] | None = Field(
+        None,
+        description="Environment variables for dbt's env_var() (DBT_*); a DBT_ENV_SECRET_* one names its Secret block.",
     )
 
     @classmethod
@@ -145,6 +153,8 @@ class RunParameters(BaseModel):
             raise InvalidRequest(f"install_deps must be true or false, not {data['install_deps']!r}")
         if data.get("run_storage") is not None:
             check_block_slug("run_storage", data["run_storage"])
+        if data.get("env_vars") is not None:
+            checked["env_vars"] = _env_vars(data["env_vars"])
         checked["steps"] = _steps(data.get("steps"))
         if checked["steps"] is None:
             _command(data.get("command", "build"))
@@ -161,6 +171,13 @@ def default_target(project: Project) -> str:
         A target name.
     """
     return project.default_target or DEFAULT_TARGET
+
+
+def _env_vars(value: Any) -> dict[str, str]:
+    try:
+        return check_env_vars("env_vars", value)
+    except UserError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _command(command: Any) -> str:

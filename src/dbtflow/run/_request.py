@@ -19,6 +19,8 @@ Contract
   where the run's artifacts are kept (see `dbtflow.run._storage`); empty: the local runs folder.
   `state` may be `latest-success` or `latest-success:<target>`: the flow replaces it with a
   folder holding that run's manifest, fetched from the run store, before building the request.
+- `env_vars` (checked by `RunParameters`) are carried as `RunRequest.env_vars` for the flow to set
+  while dbt runs; a secret one's value is its Prefect Secret block's name.
 
 Pitfalls
 - Selection values are checked by `RunParameters` (see its Pitfalls); here they become tokens.
@@ -105,6 +107,7 @@ class RunRequest:
     on_overlap: str = "wait"
     deps_step: Step | None = None  # `dbt deps`, run first when the installed packages do not match the lock
     run_storage: str | None = None  # a Prefect storage block slug; None: the local runs folder
+    env_vars: dict[str, str] = field(default_factory=dict)  # for env_var(); secret ones name their Secret block
 
 
 def build_request(project: Project, **values: Any) -> RunRequest:
@@ -168,6 +171,7 @@ def build_request(project: Project, **values: Any) -> RunRequest:
         params.on_overlap,
         deps,
         _run_storage(params.run_storage),
+        dict(params.env_vars or {}),
     )
 
 

@@ -7,6 +7,12 @@ Contract
   through a lease, renewed every LEASE_SECONDS/4 on a thread, until the block ends.
 - A crashed run's slot frees itself within LEASE_SECONDS (plus the server's lease sweep, every
   15 s): the next run of the target then starts.
+- A run that finds the slot taken logs at once, and every WAIT_LOG_SECONDS, what it waits for and
+  on whom (the holder's flow run, from the limit's events: `dbtflow.run._slot_holder`), with the
+  `dbtflow slot release` hint when that run has ended or none is named; SlotTaken (a TimeoutError)
+  names the holder too. The acquired events carry the flow run's id and the lease's id.
+- The end of a run tries to give the slot back for RELEASE_SECONDS at most (the API may be gone);
+  a slot it could not give back is not announced as released, its lease lapses on its own.
 
 Pitfalls
 - Prefect's own renewal (`prefect.concurrency.sync.concurrency`) stops at the first failed
@@ -36,16 +42,21 @@ import httpx
 from prefect import get_client, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.objects import ConcurrencyLeaseHolder
 from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse, MinimalConcurrencyLimitResponse
 from prefect.events import Event, emit_event
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
 from dbtflow._text import slug
 from dbtflow.run._request import RunRequest
+from dbtflow.run._slot_holder import find_holder
 
 LEASE_SECONDS = 60  # a crashed run's slot is free again at most this long after it died
 REQUEST_SECONDS = 10.0  # one lease call's bound, so that a dead API is noticed and retried soon
+WAIT_LOG_SECONDS = 30  # a waiting run says again on whom it waits this often
+RELEASE_SECONDS = 5.0  # how long the end of a run tries to give the slot back before leaving it to its lease
 T = TypeVar("T")
 
 
@@ -58,51 +69,108 @@ def slot_name(request: RunRequest) -> str:
     Returns:
         `dbt-<project>-<target>`, slugged.
     """
-    return slug("dbt", request.project.name, request.target)
+    return slot_name_of(request.project.name, request.target)
+
+
+def slot_name_of(project: str, target: str) -> str:
+    """`slot_name` from the project's name and the target (what `dbtflow slot release` frees)."""
+    return slug("dbt", project, target)
+
+
+class SlotTaken(TimeoutError):
+    """The slot stayed taken; `holder` says by whom (`Holder.describe()`, or that no event names one)."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 @contextlib.contextmanager
-def target_slot(name: str, timeout_seconds: float | None) -> Iterator[None]:
-    """Hold the slot `name` (waiting up to `timeout_seconds`; TimeoutError if it stays taken), renewing its lease.
+def target_slot(name: str, timeout_seconds: float | None, target: str = "") -> Iterator[None]:
+    """Hold the slot `name` (waiting up to `timeout_seconds`; SlotTaken if it stays taken), renewing its lease.
 
     Args:
         name: the slot (`slot_name`).
         timeout_seconds: how long to wait for it; None waits as long as it takes.
+        target: the target, for the `dbtflow slot release` hint a waiting run logs.
     """
     _ensure_limit(name)
-    acquired = _acquire(name, timeout_seconds)
+    acquired = _acquire(name, timeout_seconds, target)
     limit = acquired.limits[0]
-    held = _limit_event("acquired", limit)
+    held = _limit_event("acquired", limit, payload=_holder_payload(acquired.lease_id))
     lease = _Lease(acquired.lease_id, name)
     try:
         yield
     finally:
-        lease.release()
-        _limit_event("released", limit, follows=held)
+        if lease.release():  # a slot that could not be given back is not announced as released
+            _limit_event("released", limit, follows=held)
 
 
-def _acquire(name: str, timeout_seconds: float | None) -> ConcurrencyLimitWithLeaseResponse:
-    """One slot of `name` under a lease, waiting out the server's 423 (slot taken) for its Retry-After."""
-    deadline = None if timeout_seconds is None else time.monotonic() + timeout_seconds
+def _acquire(name: str, timeout_seconds: float | None, target: str) -> ConcurrencyLimitWithLeaseResponse:
+    """One slot of `name` under a lease, waiting out the server's 423 (slot taken) for its Retry-After.
+
+    While it waits it says for what and on whom, at once and every WAIT_LOG_SECONDS.
+    """
+    started = time.monotonic()
+    deadline = None if timeout_seconds is None else started + timeout_seconds
+    said: float | None = None
+    holder = "a run no event names"
     with get_client(sync_client=True) as client:
         while True:
             try:
                 response = client.increment_concurrency_slots_with_lease(
-                    names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS
+                    names=[name], slots=1, mode="concurrency", lease_duration=LEASE_SECONDS, holder=_holder()
                 )
+                if said is not None:
+                    get_run_logger().info("took the slot %r after %.0f s", name, time.monotonic() - started)
                 return ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code != 423:
                     raise
                 wait = float(exc.response.headers.get("Retry-After") or 1)
+            if said is None or time.monotonic() - said >= WAIT_LOG_SECONDS:
+                holder = _say_waiting(client, name, target, time.monotonic() - started, timeout_seconds)
+                said = time.monotonic()
             if deadline is not None:
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"the slot {name!r} stayed taken for {timeout_seconds} s")
+                    raise SlotTaken(f"the slot {name!r} stayed taken for {timeout_seconds} s", holder)
                 wait = min(wait, deadline - time.monotonic())
             time.sleep(max(wait, 0))
 
 
-def _limit_event(phase: str, limit: MinimalConcurrencyLimitResponse, follows: Event | None = None) -> Event | None:
+def _say_waiting(client: SyncPrefectClient, name: str, target: str, waited: float, timeout: float | None) -> str:
+    """Log what the run waits for and on whom; the holder's description."""
+    limit = client.read_global_concurrency_limit_by_name(name)
+    found = find_holder(client, limit.id)
+    holder = found.describe() if found else "a run no event names"
+    bound = "as long as it takes" if timeout is None else f"up to {timeout:.0f} s"
+    if found is None or found.final:
+        ended = "that run has ended" if found else "no run is named"
+        hint = f"; {ended} but the slot is still taken: free it with `dbtflow slot release --target {target}`"
+    else:  # Running may be a run whose end was never recorded (its server was killed)
+        hint = f"; if that run is gone, `dbtflow slot release --target {target}` frees it (it refuses a live one)"
+    first = "waiting" if waited < 1 else f"still waiting ({waited:.0f} s)"
+    get_run_logger().info(
+        "%s for the slot %r (one run of the target at a time, %s): held by %s%s", first, name, bound, holder, hint
+    )
+    return holder
+
+
+def _holder() -> ConcurrencyLeaseHolder | None:
+    return ConcurrencyLeaseHolder(type="flow_run", id=flow_run.id) if flow_run.id else None
+
+
+def _holder_payload(lease_id: UUID) -> dict[str, str]:
+    """The acquired event's payload: who holds the slot under which lease (see `dbtflow.run._slot_holder`)."""
+    return {"lease_id": str(lease_id), **({"flow_run_id": str(flow_run.id)} if flow_run.id else {})}
+
+
+def _limit_event(
+    phase: str,
+    limit: MinimalConcurrencyLimitResponse,
+    follows: Event | None = None,
+    payload: dict[str, str] | None = None,
+) -> Event | None:
     """Prefect's `prefect.concurrency-limit.<phase>` event for the slot (what its own `concurrency()` emits)."""
     resource = {
         "prefect.resource.id": f"prefect.concurrency-limit.{limit.id}",
@@ -110,7 +178,7 @@ def _limit_event(phase: str, limit: MinimalConcurrencyLimitResponse, follows: Ev
         "slots-acquired": "1",
         "limit": str(limit.limit),
     }
-    return emit_event(f"prefect.concurrency-limit.{phase}", resource=resource, follows=follows)
+    return emit_event(f"prefect.concurrency-limit.{phase}", resource=resource, follows=follows, payload=payload)
 
 
 def _no_retries(client: SyncPrefectClient, call: Callable[[SyncPrefectClient], T]) -> T:
@@ -144,25 +212,31 @@ class _Lease:
         self._given_back = False  # the forgotten lease's slot was released by name
         self._stop = threading.Event()
         self._logger = get_run_logger()
+        self._payload = _holder_payload(lease_id)  # the flow run is read here: the lease's thread has no context
         self._client = get_client(sync_client=True, httpx_settings={"timeout": REQUEST_SECONDS}).__enter__()
         self._thread = threading.Thread(target=self._loop, name="dbtflow-slot-lease", daemon=True)
         self._thread.start()
 
-    def release(self) -> None:
-        """Give the slot back; a few tries through API hiccups, else the lease expires on its own."""
+    def release(self) -> bool:
+        """Give the slot back (True when given back); tries through API hiccups for RELEASE_SECONDS at most.
+
+        Past that the lease expires on its own: a run whose API is gone must not wait any longer for it.
+        """
         self._stop.set()
-        self._thread.join(15)
+        self._thread.join(REQUEST_SECONDS)
+        deadline = time.monotonic() + RELEASE_SECONDS
         try:
-            for attempt in range(5):
+            while True:
                 try:
-                    return self._give_back()
+                    self._give_back()
+                    return True
                 except httpx.HTTPError as exc:
-                    if attempt == 4:
+                    if time.monotonic() + 1 >= deadline:
                         self._logger.warning(
                             "could not release the slot %r (it frees itself in %s s): %s", self.name, LEASE_SECONDS, exc
                         )
-                    else:
-                        time.sleep(2)
+                        return False
+                    time.sleep(1)
         finally:
             self._client.__exit__(None, None, None)
 
@@ -240,8 +314,10 @@ class _Lease:
             self.lease_id = None  # another run took it meanwhile
             self._logger.warning("%s and another run took it: this run carries on without it", forgot)
             return
-        self.lease_id, self._renewed = UUID(response.json()["lease_id"]), time.monotonic()
+        retaken = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+        self.lease_id, self._renewed = retaken.lease_id, time.monotonic()
         self._forgotten, self._given_back = None, False
+        _limit_event("acquired", retaken.limits[0], payload={**self._payload, "lease_id": str(retaken.lease_id)})
         self._logger.warning("%s; took the slot again under a new lease", forgot)
 
 
