@@ -39,21 +39,16 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from overhead import free_port, group_cpu_seconds
+from overhead import BenchError, bench_folder, free_port, group_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 TENANT = "dbt_williamgrant"
 RESULTS = 139  # what `dbt build` of the tenant runs (PASS 136, WARN 1, NO-OP 2)
 SETTLE_TIMEOUT_S = 30
-
-
-class BenchError(Exception):
-    """A child failed or a check did not hold; the message says what and where the log is."""
 
 
 @dataclass
@@ -163,21 +158,22 @@ def main() -> int:
         parser.error("--repeat must be at least 1")
     if not (ROOT / ".venv" / "bin" / "dbtflow").exists():
         parser.error("no .venv: run `make install` first")
-    tmp = Path(tempfile.mkdtemp(prefix="dbtflow-bench-make-run-"))
-    keep = args.keep
-    print(f"temp folder: {tmp}; load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    bench = MakeRunBench(tmp)
-    try:
-        bench.run("plain", "warmup-plain")
-        first = bench.run("second", "first")
-        print(f"  first  make run {first.wall_s:7.2f} s  {first.rss_mib:7.1f} MiB (server start + full parse)")
-        samples: dict[str, list[Sample]] = {"plain": [], "second": []}
-        for round_ in range(args.repeat):
-            order = ["plain", "second"] if round_ % 2 == 0 else ["second", "plain"]
-            for variant in order:
-                sample = bench.run(variant, f"{variant}-{round_ + 1}")
-                samples[variant].append(sample)
-                print(f"  round {round_ + 1} {variant:<7} {sample.wall_s:7.2f} s  {sample.rss_mib:7.1f} MiB")
+    print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    with bench_folder("dbtflow-bench-make-run-", args.keep) as tmp:
+        bench = MakeRunBench(tmp)
+        try:
+            bench.run("plain", "warmup-plain")
+            first = bench.run("second", "first")
+            print(f"  first  make run {first.wall_s:7.2f} s  {first.rss_mib:7.1f} MiB (server start + full parse)")
+            samples: dict[str, list[Sample]] = {"plain": [], "second": []}
+            for round_ in range(args.repeat):
+                order = ["plain", "second"] if round_ % 2 == 0 else ["second", "plain"]
+                for variant in order:
+                    sample = bench.run(variant, f"{variant}-{round_ + 1}")
+                    samples[variant].append(sample)
+                    print(f"  round {round_ + 1} {variant:<7} {sample.wall_s:7.2f} s  {sample.rss_mib:7.1f} MiB")
+        finally:
+            bench.stop()
         plain, second = med(samples["plain"], "wall_s"), med(samples["second"], "wall_s")
         rss = med(samples["second"], "rss_mib") / med(samples["plain"], "rss_mib")
         print(f"load average at end: {os.getloadavg()[0]:.2f}")
@@ -185,19 +181,7 @@ def main() -> int:
             f"RESULT make_run plain_s={plain:.2f} first_s={first.wall_s:.2f} second_s={second:.2f} "
             f"first_ratio={first.wall_s / plain:.3f} second_ratio={second / plain:.3f} second_rss_ratio={rss:.3f}"
         )
-        return 0
-    except BenchError as exc:
-        keep = True
-        print(f"FAILED: {exc}\nkept: {tmp}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        keep = True
-        print(f"interrupted; kept: {tmp}", file=sys.stderr)
-        return 130
-    finally:
-        bench.stop()
-        if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -101,6 +101,32 @@ class BenchError(Exception):
     """A child failed or a check did not hold; the message says what and where the log is."""
 
 
+@contextlib.contextmanager
+def bench_folder(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temp folder for one bench run: removed at the end unless `keep`, kept (and named) on any failure.
+
+    A BenchError or an interrupt ends the process with exit code 1 or 130 and one line on stderr;
+    any other exception propagates with the kept folder named.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    print(f"temp folder: {tmp}")
+    try:
+        yield tmp
+    except BenchError as exc:
+        print(f"FAILED: {exc}\nkept: {tmp}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"interrupted; kept: {tmp}", file=sys.stderr)
+        raise SystemExit(130) from None
+    except BaseException:
+        print(f"kept: {tmp}", file=sys.stderr)
+        raise
+    if keep:
+        print(f"kept: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # --- 1. the synthetic dbt project ------------------------------------------------------------
 
 
@@ -467,10 +493,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     variants = [v for v in VARIANTS if not (args.skip_prefect_dbt and v == "prefectdbt")]
-    tmp = Path(tempfile.mkdtemp(prefix="dbtflow-bench-"))
-    keep = args.keep
-    print(f"temp folder: {tmp}")
-    try:
+    with bench_folder("dbtflow-bench-", args.keep) as tmp:
         project = tmp / "project"
         write_project(project, args.models, args.shape)
         print(f"project: 1 seed, {args.models} models ({args.shape}), {args.models} tests, threads {THREADS}")
@@ -492,25 +515,8 @@ def main() -> int:
                 print_profile(bench)
         for variant in variants:
             print_table(variant, samples[variant])
-        if keep:
-            print(f"\nkept: {tmp}")
         print(result_line(args.models, args.shape, samples))
-        return 0
-    except BenchError as exc:
-        keep = True
-        print(f"FAILED: {exc}\nkept: {tmp}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        keep = True
-        print(f"interrupted; kept: {tmp}", file=sys.stderr)
-        return 130
-    except Exception:
-        keep = True
-        print(f"kept: {tmp}", file=sys.stderr)
-        raise
-    finally:
-        if not keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
