@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.shared_dir import SHARED
+from tests.shared_dir import SHARED  # noqa: F401 (re-exported: tests import SHARED from here)
 
 REPO = Path(__file__).resolve().parents[1]
 TENANT = REPO / "tenants" / "dbt_williamgrant"

@@ -20,7 +20,12 @@ def triggers(site: Site, job_id: int) -> dict[str, bool]:
 
 def test_cutover_switches_the_webhooks_and_on_merge_off_and_rollback_restores_them(site: Site) -> None:
     original = site.cloud.snapshot_jobs()
-    assert triggers(site, CI) == {"github_webhook": True, "schedule": False, "git_provider_webhook": True, "on_merge": False}
+    assert triggers(site, CI) == {
+        "github_webhook": True,
+        "schedule": False,
+        "git_provider_webhook": True,
+        "on_merge": False,
+    }
     assert triggers(site, MERGE)["on_merge"] is True
     args = site.cutover_args("--job", str(CI), "--job", str(MERGE))
 
