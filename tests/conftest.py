@@ -22,9 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.shared_dir import SHARED  # noqa: F401 (re-exported: tests import SHARED from here)
+
 REPO = Path(__file__).resolve().parents[1]
 TENANT = REPO / "tenants" / "dbt_williamgrant"
-SHARED = REPO.parent / "shared"
 BIN = Path(sys.executable).parent
 
 _HOME = Path(tempfile.mkdtemp(prefix="dbtflow-test-prefect-"))

@@ -395,3 +395,18 @@ def test_fake_serves_the_spec_envelope(dbt_cloud: FakeDbtCloud) -> None:
     assert httpx.get(base + "/jobs/?limit=101", headers=headers).status_code == 400
     unauthorized = httpx.get(base + "/jobs/")
     assert unauthorized.status_code == 401 and unauthorized.json()["status"]["is_success"] is False
+
+
+def test_fake_persists_a_trigger_update_and_refuses_a_non_boolean_trigger(
+    dbt_cloud: FakeDbtCloud, cloud_client: Client
+) -> None:
+    """What cutover writes for a CI job: its webhooks off, the rest of the job as it was."""
+    client = cloud_client()
+    before = client.get_job_raw(1008)
+    off = {**before["triggers"], "github_webhook": False, "git_provider_webhook": False}
+    assert client.update_job(1008, {"triggers": off}).after["triggers"] == off
+    assert client.get_job_raw(1008)["triggers"] == off  # persisted, not only echoed
+    stored = dbt_cloud.job_snapshot(1008)
+    response = _post(dbt_cloud, 1008, {**before, "triggers": {**off, "on_merge": "no"}})
+    assert response.status_code == 400 and "triggers.on_merge" in response.json()["data"]
+    assert dbt_cloud.job_snapshot(1008) == stored

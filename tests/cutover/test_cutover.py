@@ -82,9 +82,9 @@ def test_plan_changes_nothing(site: Site) -> None:
     assert result.exit_code == 0, result.output
     out = result.output
     assert "~ dbt Cloud job 1001 'Prod daily build': triggers.schedule true -> false" in out
-    assert "= dbt Cloud job 1008" in out and "github_webhook, git_provider_webhook trigger(s) stay on" in out
+    assert "~ dbt Cloud job 1008 'CI check': triggers.github_webhook true -> false" in out and "stay on" not in out
     assert "~ Prefect schedule 'prod' (target prod): paused -> active" in out
-    assert "ok parity prod:" in out and "plan: 3 change(s); nothing was changed" in out
+    assert "ok parity prod:" in out and "plan: 4 change(s); nothing was changed" in out
     assert site.cloud.snapshot_jobs() == original and site.job_posts() == 0
     assert site.schedules() == {"prod": False, "dev": False}
     assert not site.journal_file.exists() and site.journal_in_prefect() is None
@@ -98,7 +98,7 @@ def test_cutover_twice_changes_nothing_the_second_time(site: Site) -> None:
     result = site.run(*site.cutover_args("--apply"))
     assert result.exit_code == 0, result.output
     assert "nothing to do: already cut over" in result.output
-    assert "= dbt Cloud job 1001 'Prod daily build': schedule already off" in result.output
+    assert "= dbt Cloud job 1001 'Prod daily build': triggers already off" in result.output
     assert site.cloud.snapshot_jobs() == jobs and site.job_posts() == posts
     assert site.journal_file.stat().st_mtime_ns == stamp and site.journal_in_prefect() == journal
 

@@ -53,9 +53,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.shared_dir import SHARED
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-SPEC_PATH = REPO.parent / "shared" / "reference" / "dbt-cloud-openapi-v2.yaml"
+SPEC_PATH = SHARED / "reference" / "dbt-cloud-openapi-v2.yaml"
 FIXTURES = HERE / "dbtcloud_fixtures.yaml"
 ARTIFACTS = HERE / "dbtcloud_artifacts"
 

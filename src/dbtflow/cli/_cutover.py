@@ -160,7 +160,7 @@ def cutover(
     journal: JournalPath = None,
     journal_key: JournalKey = None,
 ) -> None:
-    """Switch the chosen dbt Cloud jobs' schedules off and the Prefect schedules on (journaled)."""
+    """Switch the chosen dbt Cloud jobs' triggers off and the Prefect schedules on (journaled)."""
     with _one_line_errors():
         if plan == apply:
             raise UserError("pass --plan to see what cutover would do, or --apply to do it")

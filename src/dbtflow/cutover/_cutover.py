@@ -1,4 +1,4 @@
-"""Cutover: switch chosen dbt Cloud jobs' schedules off and the Prefect schedules on, with a journal.
+"""Cutover: switch chosen dbt Cloud jobs' triggers off and the Prefect schedules on, with a journal.
 
 Contract
 - `choose(file, deployment, slugs, job_ids)` resolves what to switch: the deployment (default: the
@@ -8,13 +8,16 @@ Contract
   (one line) for the first that fails: the deployment and each schedule exist in Prefect; every
   target those schedules run (the schedule's `target`, else the deployment's) has a passing parity
   report no older than `max_age` (`cutover_gate`); every job exists in this dbt Cloud account.
-  It returns the changes: each job whose `triggers.schedule` is on, each schedule that is paused.
+  It returns the changes: each job with a trigger on (`TRIGGERS`: the schedule, the git webhooks
+  of CI jobs, `on_merge` of merge jobs), each schedule that is paused.
 - `apply_cutover(plan, ...)` makes them in order, dbt Cloud first, then Prefect (never both
   orchestrators on; a stop in between leaves neither running the jobs, which rollback undoes):
   for each change it saves the journal with the change pending, makes it, then saves it done.
-  A dbt Cloud job is written by a read-modify-write of the whole job with only
-  `triggers.schedule=false`, `expect`ing the triggers and `updated_at` it planned from, so a job
-  edited meanwhile is refused (`JobChanged`), not overwritten.
+  A dbt Cloud job is written by one read-modify-write of the whole job with only its `triggers`
+  changed (every trigger of `TRIGGERS` that was on set false, any other key as read), `expect`ing
+  the triggers and `updated_at` it planned from, so a job edited meanwhile is refused
+  (`JobChanged`), not overwritten. One POST per job: a job is never left with some triggers off.
+  The journal records the whole `triggers` object before and after, which rollback restores.
 - Chains (`cutover._chain`): a job whose completion starts other dbt Cloud jobs is refused unless
   they are imported into Prefect (a deployment with a trigger) and `chain` is asked; with `chain`
   the children's dbt Cloud jobs, their deployments' schedules and their triggers are cut over in
@@ -28,8 +31,11 @@ Contract
   it happened (-> an entry), it did not (-> dropped), or someone changed it (-> `UserError`).
 
 Pitfalls
-- Only `triggers.schedule` is switched off: a job's other triggers (git webhooks, on merge, job
-  completion) keep firing in dbt Cloud; the plan names them.
+- A job-completion trigger (`job_completion_trigger_condition`, on the child job) is not a key
+  of `triggers` and is not switched off here: the chain's cutover (`cutover._chain`) covers it;
+  the plan names it.
+- A CI or merge job's webhooks are switched off even though nothing in Prefect replaces them by
+  itself: git CI must start its deployment (docs/ci-jobs.md) before the cutover.
 - dbt Cloud has no transactions: `expect` narrows the window to one GET/POST, it cannot close it.
 - Two cutovers at once on one journal are not locked against each other; run one at a time.
 - A schedule is activated with its parameters sent along (`schedules.set_schedule_active`):
@@ -57,7 +63,7 @@ from dbtflow.deploy._history import Actor, now_iso
 from dbtflow.errors import UserError
 from dbtflow.settings import DEPLOYMENT
 
-OTHER_TRIGGERS = ("github_webhook", "git_provider_webhook", "on_merge")
+TRIGGERS = ("schedule", "github_webhook", "git_provider_webhook", "on_merge")  # switched off by cutover
 
 
 class CutoverStopped(Exception):
@@ -74,11 +80,16 @@ class JobChange:
     name: str
     before: dict[str, Any]  # the job's triggers as read
     updated_at: str | None
-    other_triggers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # triggers cutover leaves on
+
+    @property
+    def switched(self) -> list[str]:
+        """The triggers cutover switches off: those of `TRIGGERS` that are on."""
+        return [t for t in TRIGGERS if self.before.get(t)]
 
     @property
     def after(self) -> dict[str, Any]:
-        return {**self.before, "schedule": False}
+        return {**self.before, **dict.fromkeys(self.switched, False)}
 
     @property
     def needed(self) -> bool:
@@ -136,11 +147,11 @@ class CutoverPlan:
         for job in self.jobs:
             what = f"dbt Cloud job {job.job_id} {job.name!r}"
             if job.needed:
-                lines.append(f"  ~ {what}: triggers.schedule true -> false")
+                lines.append(f"  ~ {what}: " + ", ".join(f"triggers.{t} true -> false" for t in job.switched))
             else:
-                lines.append(f"  = {what}: schedule already off")
-            if job.other_triggers:
-                lines.append(f"    note: its {', '.join(job.other_triggers)} trigger(s) stay on in dbt Cloud")
+                lines.append(f"  = {what}: triggers already off")
+            if job.notes:
+                lines.append(f"    note: its {', '.join(job.notes)} trigger(s) stay on in dbt Cloud")
         for s in self.schedules:
             where = "" if s.deployment == self.deployment else f" of {s.deployment}"
             what = f"Prefect schedule {s.slug!r}{where} (target {s.target})"
@@ -219,10 +230,8 @@ def _job_change(job_id: int, raw: dict[str, Any]) -> JobChange:
     triggers = raw.get("triggers")
     if not isinstance(triggers, dict):
         raise UserError(f"dbt Cloud job {job_id} has no triggers object: check the job id and the host")
-    others = [t for t in OTHER_TRIGGERS if triggers.get(t)]
-    if raw.get("job_completion_trigger_condition"):
-        others.append("job completion")
-    return JobChange(job_id, str(raw.get("name") or ""), triggers, raw.get("updated_at"), others)
+    notes = ["job completion"] if raw.get("job_completion_trigger_condition") else []
+    return JobChange(job_id, str(raw.get("name") or ""), triggers, raw.get("updated_at"), notes)
 
 
 def open_journal(store: JournalStore, deployment: str, cloud: DbtCloudClient) -> Journal:
@@ -293,18 +302,19 @@ def apply_cutover(
             store.save(journal)
             try:
                 expect = {"triggers": job.before, "updated_at": job.updated_at}
-                update = cloud.update_job(job.job_id, {"triggers.schedule": False}, expect=expect)
+                update = cloud.update_job(job.job_id, {"triggers": job.after}, expect=expect)
             except DbtCloudError:  # refused (changed meanwhile, 4xx): nothing was written
                 journal.drop_pending()
                 store.save(journal)
                 raise
             after = update.after.get("triggers")
-            if not isinstance(after, dict) or after.get("schedule") is not False:
-                raise DbtCloudError(f"dbt Cloud accepted job {job.job_id}'s update but its schedule is {after!r}")
+            if not isinstance(after, dict) or any(after.get(t) is not False for t in job.switched):
+                raise DbtCloudError(f"dbt Cloud accepted job {job.job_id}'s update but its triggers are {after!r}")
             entry = journal.complete(after)
             store.save(journal)
             done += 1
-            echo(f"switched off the schedule of dbt Cloud job {job.job_id} {job.name!r} (journal #{entry['seq']})")
+            off = ", ".join(job.switched)
+            echo(f"switched off {off} of dbt Cloud job {job.job_id} {job.name!r} (journal #{entry['seq']})")
         for s in (s for s in plan.schedules if s.needed):
             journal.begin("cutover", s.object(), "active", False, True, actor)
             store.save(journal)
