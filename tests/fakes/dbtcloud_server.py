@@ -55,7 +55,9 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-SPEC_PATH = REPO.parent / "shared" / "reference" / "dbt-cloud-openapi-v2.yaml"
+_SPEC = Path("shared") / "reference" / "dbt-cloud-openapi-v2.yaml"
+# beside the repository (/work/main -> /work/shared), also from a worktree further down (/work/wt/<name>)
+SPEC_PATH = next((p / _SPEC for p in REPO.parents if (p / _SPEC).is_file()), REPO.parent / _SPEC)
 FIXTURES = HERE / "dbtcloud_fixtures.yaml"
 ARTIFACTS = HERE / "dbtcloud_artifacts"
 
