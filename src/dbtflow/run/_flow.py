@@ -109,8 +109,8 @@ from dbtflow.run._request import RunRequest, build_request
 from dbtflow.run._runs_dir import check_runs_root, quiet_logging_errors, storage_problem
 from dbtflow.run._slot import SlotTaken, slot_name, target_slot
 from dbtflow.run._stopper import Stopper, on_signals
-from dbtflow.run._stored_parameters import mask_stored
 from dbtflow.run._storage import FolderStore, Store
+from dbtflow.run._stored_parameters import mask_stored
 from dbtflow.run._summary import publish, summary_markdown
 from dbtflow.run._warehouse import release_connections
 from dbtflow.secrets._env_names import is_secret

@@ -150,7 +150,7 @@ def _options(step: Step) -> dict[str, list[str]]:
 
 @contextmanager
 def _in_project(project_dir: Path) -> Iterator[None]:
-    """The working folder and DBTFLOW_PROJECT_DIR set to the project while dbt runs (as `run._invoke`), then restored."""
+    """The working folder and DBTFLOW_PROJECT_DIR are the project's while dbt runs (as in `run._invoke`)."""
     cwd, env = os.getcwd(), os.environ.get(PROJECT_DIR)
     os.environ[PROJECT_DIR] = str(project_dir)
     os.chdir(project_dir)

@@ -157,10 +157,13 @@ def test_dbtflow_retry_of_a_run_with_secret_vars_is_refused_not_run_with_the_mas
     project = make_project(tmp_path / "mini", models, ON_RUN_END)
     failed = dbt_flow(project, name="reliability_retry")(target="local", vars={"api_token": SECRET}, return_state=True)
     assert failed.is_failed(), failed.message
+    left = project / "target" / "local" / "run_results.json"  # what the failed run left where dbt retry reads
+    before = left.read_bytes()
+    left.write_bytes(b"{}")  # a fresh clone: dbtflow retry would put the stored results here
 
     result = CliRunner().invoke(app, ["retry", str(failed.state_details.flow_run_id), "--project-dir", str(project)])
 
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.strip().splitlines()
     assert "vars api_token are kept only masked (*****)" in line and "Secret blocks" in line, line
-    assert not (project / "target" / "local" / "run_results.json").exists(), "nothing may be put back"
+    assert left.read_bytes() == b"{}" != before, "nothing may be put back"
