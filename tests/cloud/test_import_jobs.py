@@ -461,3 +461,25 @@ def test_an_unparseable_schedules_file_is_not_overwritten_without_force(
     assert output.read_text() == hand_edited
     forced = invoke(dbt_cloud, "--account", "1", "--job", "1001", "--output", str(output), "--force")
     assert forced.exit_code == 0 and yaml.safe_load(output.read_text())["schedules"][0]["dbt_cloud_job_id"] == 1001
+
+
+def test_import_jobs_refuses_a_job_whose_selection_matches_no_node(dbt_cloud: FakeDbtCloud, tmp_path: Path) -> None:
+    """Issue 19 item 11: dbt runs a typo'd --select green ("nothing to do"); checked against the project, refused."""
+    output = tmp_path / "schedules.yaml"
+    args = ["--account", "1", "--job", "1001", "--job", "1002", "--target-map", "Production=prod"]
+    args += ["--project-dir", str(TENANT), "--output", str(output)]
+    dbt_cloud.jobs[1002]["execute_steps"] = ["dbt run --select tag:slaes"]
+
+    refused = invoke(dbt_cloud, *args)
+
+    assert refused.exit_code == 2, refused.output
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: job 1002 'Prod hourly sales': step `run --select tag:slaes"), line
+    assert "selects no node" in line, line
+    assert not output.exists() and list(tmp_path.iterdir()) == [], "nothing may be written"
+
+    dbt_cloud.jobs[1002]["execute_steps"] = ["dbt run --select tag:sales"]
+    imported = invoke(dbt_cloud, *args)
+
+    assert imported.exit_code == 0, imported.output
+    assert [s["dbt_cloud_job_id"] for s in yaml.safe_load(output.read_text())["schedules"]] == [1001, 1002]

@@ -199,3 +199,33 @@ def test_schedules_apply_says_when_parameters_were_not_validated(site: Site, tmp
     note = "parameters were not validated against a dbt project: pass --project-dir to check them"
     assert note in unchecked.output
     assert note not in checked.output
+
+
+def test_schedules_apply_refuses_a_selection_that_matches_no_node(site: Site, tmp_path: Path) -> None:
+    """Issue 19 item 11: a typo'd --select stays green forever in dbt; with --project-dir it is refused."""
+    from tests.conftest import TENANT
+
+    path = write_prefect_yaml(site, tmp_path)
+    doc = yaml.safe_load(path.read_text())
+    prod, weekly = doc["deployments"][0]["schedules"]
+    prod["parameters"]["select"] = "tag:daily"  # matches: passes
+    weekly["parameters"]["steps"] = ["seed", "build --select does_not_exist_model"]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    before = snapshot(site)
+    args = ["schedules", "apply", str(path), "--deployment", site.deployment, "--project-dir", str(TENANT)]
+
+    refused = CliRunner().invoke(app, args)
+
+    assert refused.exit_code == 2, refused.output
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: schedule 'weekly': step `build --select does_not_exist_model") and (
+        "selects no node" in line
+    ), line
+    assert crons(snapshot(site)) == crons(before), "no schedule may change"
+
+    weekly["parameters"]["steps"] = ["seed", "build --select tag:weekly"]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    applied = CliRunner().invoke(app, args)
+
+    assert applied.exit_code == 0, applied.output
+    assert crons(snapshot(site)) == {"prod": ("30 7 * * 1-5", False), "weekly": ("0 8 * * 0", False)}

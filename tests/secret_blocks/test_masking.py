@@ -49,3 +49,14 @@ def test_kept_artifacts_are_scrubbed_of_secret_values_raw_or_json_escaped(tmp_pa
     scrub_files(step)
     assert json.loads((step / "run_results.json").read_text()) == {"args": {"vars": {"api_token": MASK}}}
     assert (step / "compiled" / "m.sql").read_text() == f"select '{MASK}' as x"
+
+
+def test_masked_values_passed_back_as_input_are_found_by_name() -> None:
+    """A run started from Prefect's stored (masked) parameters must be refused, not run with the mask."""
+    from dbtflow.secrets._masking import masked_vars
+
+    stored = masked_parameters({"vars": {"api_token": "abcd1234", "nested": {"db_password": ["pw-12345"]}, "n": 1}})
+    assert masked_vars(stored) == ["api_token", "nested.db_password[0]"]
+    assert masked_vars(masked_parameters({"vars": json.dumps({"token": "abcd1234"})})) == ["token"]
+    assert masked_vars({"vars": {"region": MASK}}) == [], "an innocent name holding the mask is a value like any"
+    assert masked_vars({"vars": {"api_token": "abcd1234"}, "target": "dev"}) == []

@@ -5,6 +5,8 @@ Contract
   [--token-block NAME] [--target-map ENV=TARGET] [--project-dir DIR] [--output FILE]` reads the
   jobs, writes the schedules file (default `deploy/schedules.yaml`; `-` prints it) and prints
   what it imported, what it could not translate (why, and what to do instead) and notes.
+  With `--project-dir`, a job whose building step selects no node (dbt's `dbt ls`, one parse) is
+  refused: one line naming the job and the step, exit 2, nothing written (`cloud._import`).
 - dbt Cloud environment variables become each job's `env_vars` parameter; for every
   `DBT_ENV_SECRET_*` one it prints one line naming the Prefect Secret block the runs read and the
   command that stores its value (`dbtflow blocks secret <block>`); a value is never printed.

@@ -16,7 +16,10 @@ Contract
   --deployment-version previous` re-applies; if it cannot record, it does not deploy.
 - `dbtflow schedules apply [FILE]` makes a deployment's schedules exactly the declared ones
   (see `dbtflow.deploy._schedules`); `--dry-run` prints the diff and changes nothing. Idempotent.
-  Without `--project-dir` it says that the parameters were not validated against a dbt project.
+  Without `--project-dir` it says that the parameters were not validated against a dbt project;
+  with it, each schedule's request is built and every building step's selection must list a node
+  in dbt's own `dbt ls` (`dbtflow.run._selection_check`, one parse): else one line naming the
+  schedule and the step, exit 2, no schedule changed.
 
 Pitfalls
 - Prefect is imported inside the commands: `dbtflow --help` and bad input stay fast.
@@ -77,6 +80,7 @@ def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path 
     from dbtflow.dbt._project import load_project
     from dbtflow.deploy import _schedules as schedules
     from dbtflow.run._request import build_request
+    from dbtflow.run._selection_check import SelectionCheck
 
     name, specs = schedules.load(file, deployment)
     with get_client(sync_client=True) as client:
@@ -85,11 +89,15 @@ def _apply(file: Path, deployment: str | None, dry_run: bool, project_dir: Path 
         schedules.check_parameters(specs, set(properties))
         if project_dir is not None:
             project = load_project(project_dir)
+            requests = []
             for spec in specs:
                 try:
-                    build_request(project, **{**found.parameters, **spec.parameters})
+                    requests.append((spec.slug, build_request(project, **{**found.parameters, **spec.parameters})))
                 except UserError as exc:
                     raise UserError(f"schedule {spec.slug!r}: {exc}") from None
+            with SelectionCheck(project) as selection:  # dbt parses once; each step's selection must match a node
+                for slug, request in requests:
+                    selection.check(f"schedule {slug!r}", request)
         changes = schedules.plan(client.read_deployment_schedules(found.id), specs)
         if not dry_run:
             schedules.apply(client, found.id, changes)

@@ -13,6 +13,8 @@ Contract
   the failed step's run_results.json from the store into `DIR/target/<target>/` and runs
   `dbt retry` through the flow, so only the failed and skipped nodes run again. A timed-out or
   cancelled run (SIGINT/SIGTERM) resumes the same way: its never-started nodes are `skipped`.
+  A run whose vars held secret-looking values is refused (one line, nothing put back): they are
+  kept only masked, and `dbt retry` would run with `*****` (`dbtflow.secrets._masking`).
 - Every command takes `--run-storage SLUG` (env DBTFLOW_RUN_STORAGE; default the local runs
   folder). Errors a user can cause are one line on stderr and exit 2.
 
@@ -47,6 +49,7 @@ from dbtflow.run._storage import (
     resolve,
     storage_slug,
 )
+from dbtflow.secrets._masking import MASK, masked_vars
 from dbtflow.settings import RUN_STORAGE as RUN_STORAGE_ENV
 
 RUN_STORAGE = typer.Option(
@@ -180,6 +183,13 @@ def _restore_results(store: Store, run: StoredRun, project_dir: Path) -> str:
         failed = [s for s in record.get("steps") or [] if s.get("folder") and s.get("success") is False]
         if record.get("status") not in ("failed", "timed_out", "cancelled") or not failed:  # stopped runs resume too
             raise StoreError(f"run {run.run_id} did not fail ({record.get('status') or 'no record'}): nothing to retry")
+        masked = masked_vars(record.get("parameters") or {})
+        if masked:  # dbt retry would read them from the kept (masked) run_results args
+            raise StoreError(
+                f"run {run.run_id}'s vars {', '.join(masked)} are kept only masked ({MASK}): `dbt retry` cannot get "
+                "them back; rerun with `dbtflow run ... --vars`, and keep secrets in Secret blocks "
+                "(env_vars DBT_ENV_SECRET_<NAME>, docs/secrets.md)"
+            )
         step = failed[-1]["folder"]
         fetch(store, run.run_id, Path(tmp), only=[f"{step}/run_results.json"])
         results = Path(tmp) / step / "run_results.json"

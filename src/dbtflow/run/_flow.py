@@ -59,7 +59,9 @@ Pitfalls
   a `DBT_ENV_SECRET_*` one is read from its Prefect Secret block then, never earlier, so no deployment
   or parameter holds its value; run.json's `env_vars` maps the names set to their values (null for a secret).
 - Vars whose names look secret (`api_token`, `db_password`) are masked in run.json, summary.md,
-  dbt.log and the console (see `dbtflow.secrets._masking`); dbt still gets them.
+  dbt.log and the console (see `dbtflow.secrets._masking`), and, once the flow starts, in the flow
+  run's parameters stored by Prefect (`dbtflow.run._stored_parameters`); dbt still gets them, and
+  so do in-process flow retries. A run started from the stored (masked) parameters is refused.
 - The target's slot and its lease: see `dbtflow.run._slot`. The wait for the slot and dbt's own
   run each get `timeout_seconds`.
 - dbt runs on a daemon thread so the flow can stop it at `timeout_seconds`: `invoke.Stopper`
@@ -108,6 +110,7 @@ from dbtflow.run._runs_dir import check_runs_root, quiet_logging_errors, storage
 from dbtflow.run._slot import SlotTaken, slot_name, target_slot
 from dbtflow.run._stopper import Stopper, on_signals
 from dbtflow.run._storage import FolderStore, Store
+from dbtflow.run._stored_parameters import mask_stored
 from dbtflow.run._summary import publish, summary_markdown
 from dbtflow.run._warehouse import release_connections
 from dbtflow.secrets._env_names import is_secret
@@ -231,6 +234,9 @@ def execute(project_dir: str | Path, profiles_dir: str | Path | None, parameters
         The flow run's final state: Completed, Failed (naming the failing nodes), TimedOut or Cancelled.
     """
     logger = get_run_logger()
+    unmasked = mask_stored(flow_run.id, parameters)  # Prefect's stored copy: no secret-looking var in clear
+    if unmasked:
+        logger.warning("%s", unmasked)
     try:
         project = load_project(project_dir, profiles_dir)
         request = build_request(project, **parameters)

@@ -22,6 +22,9 @@ Pitfalls
   values, which json.dumps would spend minutes and hundreds of MB on. A cycle hits the bound too.
 - `run_storage` is a Prefect block slug `<block-type>/<name>`; `state` may also be
   `latest-success[:<target>]` (STORE_STATE), which the flow resolves from the run store.
+- A secret-looking var whose value is the mask `*****` is refused: the flow masks those in the
+  flow run's parameters stored by Prefect, so a run started from the stored ones (a retry on a
+  new worker, "Run again") would hand dbt the mask (`dbtflow.secrets._masking`).
 - `env_vars` names follow dbt Cloud's rule (`dbtflow.secrets._env_names`); a `DBT_ENV_SECRET_*` entry's
   value is the name of the Prefect Secret block holding the secret, never the secret (flow-run
   parameters are stored and shown in clear by Prefect); the flow reads the block when it starts.
@@ -42,6 +45,7 @@ from dbtflow.dbt._commands import SELECTOR_METHODS
 from dbtflow.dbt._project import Project
 from dbtflow.errors import UserError
 from dbtflow.secrets._env_names import check_env_vars
+from dbtflow.secrets._masking import MASK, masked_vars
 
 
 class InvalidRequest(UserError):
@@ -144,6 +148,7 @@ class RunParameters(BaseModel):
             checked["threads"] = check_threads("threads", data["threads"])
         if data.get("vars") is not None:
             check_mapping("vars", data["vars"])
+            _check_not_masked(data)
         checked["timeout_seconds"] = check_timeout(data.get("timeout_seconds"))
         if data.get("engine", "fast") not in ENGINES:
             raise InvalidRequest(f"engine {data['engine']!r} is unknown; use one of: {', '.join(ENGINES)}")
@@ -171,6 +176,17 @@ def default_target(project: Project) -> str:
         A target name.
     """
     return project.default_target or DEFAULT_TARGET
+
+
+def _check_not_masked(data: Mapping[str, Any]) -> None:
+    """A secret var whose value is the mask: parameters dbtflow masked in Prefect, passed back (a retry elsewhere)."""
+    masked = masked_vars(data)
+    if masked:
+        raise InvalidRequest(
+            f"vars {', '.join(masked)}: the value is the mask {MASK}, not the secret (dbtflow masks secret-looking "
+            "vars in the flow run's stored parameters, and this run was started from them): pass the value again, "
+            "or keep it in a Prefect Secret block (env_vars DBT_ENV_SECRET_<NAME>, docs/secrets.md)"
+        )
 
 
 def _env_vars(value: Any) -> dict[str, str]:

@@ -5,6 +5,8 @@ Contract
   `passphrase`, `secret`, `token`, `api_key`/`apikey`, `private_key`, `credential(s)`, in any
   case and inside a longer name (`db_password`, `SNOWFLAKE_TOKEN`). Every scalar under such a
   key is a secret value.
+- `masked_vars(parameters)` names the secret vars whose value is the mask itself (a masked copy
+  passed back as input).
 - `masked_argv(argv)` and `masked_parameters(parameters)` return copies with those values as
   `*****` (dbt's own mask), for what dbtflow writes and prints: run.json, summary.md, the step
   lines of logs and messages. dbt itself still gets the real values.
@@ -21,9 +23,14 @@ Pitfalls
   every log); a secret that short is no secret.
 - Masking is by name: a secret under an innocent key (`vars: {x: hunter2}`) is not found. The
   safe way is a Prefect Secret block or an environment variable, never vars (docs/secrets.md).
-- The flow-run's parameters in Prefect, and dbt's own files in its target folder, keep what was
-  passed. A retry still gets the real vars: the flow passes `--vars` to `dbt retry` on the
-  command line, which dbt prefers to the (masked) args of the kept run_results. Hence: use blocks.
+- The flow run's parameters stored by Prefect hold the real values from the run's creation to
+  its start, when the flow replaces them with `masked_parameters` (`dbtflow.run._flow`); dbt's
+  own files in its target folder keep what was passed. A flow retry in the same process still
+  gets the real vars (Prefect calls the flow again with the parameters it holds in memory; the
+  flow passes `--vars` to `dbt retry`, which dbt prefers to the masked args of the kept
+  run_results). A run started from the stored, masked parameters (a retry on a new worker,
+  "Run again" in the UI) gets `*****`: `masked_vars` finds them and the flow refuses in one
+  line instead of running dbt with the mask. Hence: Secret blocks (`env_vars` DBT_ENV_SECRET_*).
 - Pure but for `secret_env`, which changes `os.environ` for the duration of the run (dbt reads
   its secrets from there); it restores what was there before.
 """
@@ -65,6 +72,15 @@ def masked_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     elif isinstance(value, str):
         masked["vars"] = _masked_json(value)  # JSON of the masked mapping when it holds a secret
     return masked
+
+
+def masked_vars(parameters: Mapping[str, Any]) -> list[str]:
+    """The secret-looking vars whose value is the mask itself: a masked copy passed back as a run's input."""
+    value = parameters.get("vars")
+    tree = _load(value) if isinstance(value, str) else value
+    found: list[str] = []
+    _masks(tree, "", False, found)
+    return found
 
 
 def secret_values(mapping_texts: Iterable[str]) -> list[str]:
@@ -145,6 +161,17 @@ def _mask_tree(value: Any, secret: bool) -> Any:
     if isinstance(value, list | tuple):
         return [_mask_tree(v, secret) for v in value]
     return MASK if secret and value is not None and len(str(value)) >= MIN_SECRET else value
+
+
+def _masks(value: Any, path: str, secret: bool, found: list[str]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _masks(v, f"{path}.{k}" if path else str(k), secret or bool(SECRET_KEY.search(str(k))), found)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _masks(v, f"{path}[{i}]", secret, found)
+    elif secret and value == MASK:
+        found.append(path)
 
 
 def _collect(value: Any, secret: bool, found: set[str]) -> None:

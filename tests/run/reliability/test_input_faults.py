@@ -67,6 +67,16 @@ def test_secret_looking_vars_are_masked_everywhere_dbtflow_writes_or_prints(
     assert "using token *****" in (run / "dbt.log").read_text()
     assert SECRET not in done.stdout and SECRET not in done.stderr
     assert "using token *****" in done.stdout
+    stored = stored_parameters(record["flow_run_id"])  # what Prefect's UI and API show of the flow run
+    assert SECRET not in json.dumps(stored), "the flow run's parameters in Prefect hold the secret"
+    assert json.loads(stored["vars"]) == {"api_token": "*****", "region": "eu"}
+
+
+def stored_parameters(flow_run_id: str) -> dict[str, object]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return dict(client.read_flow_run(flow_run_id).parameters)
 
 
 def test_a_selection_that_matches_nothing_is_a_loud_warning_not_a_quiet_green(tmp_path: Path, runs_dir: Path) -> None:
