@@ -25,7 +25,10 @@ Pitfalls
 - An API outage longer than about LEASE_SECONDS loses the slot: a waiting run of the target
   may then start, and the run logs a warning.
 - A server restarted with in-memory lease storage (Prefect's default) forgets the lease but
-  not the slot: the run takes the slot again under a new lease. Self-hosted servers should keep
+  not the slot: the run takes the slot again under a new lease. A lease unknown after an outage
+  of about LEASE_SECONDS may have expired or been forgotten: it counts as forgotten when the limit
+  still counts a slot and its newest acquired event is this run's lease (a loaded server restarts
+  slowly; telling by the outage's length alone leaked the slot). Self-hosted servers should keep
   leases on disk (PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE, docs/reliability.md).
 """
 
@@ -280,10 +283,19 @@ class _Lease:
         self._renewed = time.monotonic()
         return int(response.status_code)
 
+    def _still_counted_as_ours(self) -> bool:
+        """After an outage as long as the lease: the server still counts the slot and no other run took it since."""
+        try:
+            limit = _no_retries(self._client, lambda client: client.read_global_concurrency_limit_by_name(self.name))
+            holder = find_holder(self._client, limit.id) if limit.active_slots else None
+        except (httpx.HTTPError, ObjectNotFound):
+            return False
+        return holder is not None and holder.lease_id == self.lease_id
+
     def _lease_gone(self, retake: bool) -> None:
         """The server does not know the lease: it expired (the slot is free) or it was forgotten (still counted)."""
         if self._forgotten is None:
-            self._forgotten = time.monotonic() - self._renewed < LEASE_SECONDS - 5
+            self._forgotten = time.monotonic() - self._renewed < LEASE_SECONDS - 5 or self._still_counted_as_ours()
         if not self._forgotten:
             self.lease_id = None
             self._logger.warning(
