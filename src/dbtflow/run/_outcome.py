@@ -255,8 +255,10 @@ def failed_ancestors(unique_id: str, parents: Callable[[str], Iterable[str]], fa
     A walk up `parents` stops at each failed node. `dbt build` also runs a node's data tests
     before its children (a failing test on a source or a model skips what selects from it), and
     a model's unit tests before the model: those tests are no ancestors, and are found by their
-    own parents.
+    own parents. A hook (`operation`) is skipped after a failed hook: the failed hooks are its causes.
     """
+    if unique_id.startswith("operation."):
+        return sorted(uid for uid in failed if uid.startswith("operation."))
     causes: set[str] = set()
     seen: set[str] = set()
     stack = list(parents(unique_id))

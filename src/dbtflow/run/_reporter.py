@@ -290,10 +290,6 @@ class NodeReporter:
             state = Failed(timestamp=finished, message=message or f"dbt {status}")
         elif status == "warn":
             state = Completed(timestamp=finished, name="Warning", message=message)
-        elif status == "skipped" and node_info.resource_type == "operation":  # after a failed hook, in order
-            causes = sorted(uid for uid in self._failed if uid.startswith("operation."))
-            because = ", ".join(causes) if causes else "an earlier failure"
-            state = Cancelled(timestamp=finished, name="Skipped", message=f"skipped because of {because}")
         elif status == "skipped":
             causes = failed_ancestors(unique_id, self._upstream, self._failed)
             because = ", ".join(causes) if causes else "an upstream failure"

@@ -77,6 +77,8 @@ def test_a_failing_on_run_start_hook_has_its_task_run_and_the_failures_it_causes
     assert runs["model uses_lookup"]["state"]["type"] == "FAILED"
     assert runs["model plain"]["state"]["type"] == "COMPLETED"
     assert "dbt:operation" in hook["tags"]
+    summary = (runs_dir / str(state.state_details.flow_run_id) / "summary.md").read_text()
+    assert "- operation `mini-on-run-start-1`: skipped because of `operation.mini.mini-on-run-start-0`" in summary
 
 
 SOURCES = """\
