@@ -28,6 +28,9 @@ Contract
   Prefect global concurrency limit of 1 (`slot_name`, created if missing). A run that finds
   it taken waits (up to `timeout_seconds`), or ends Cancelled with `on_overlap="cancel"`.
   Runs of different targets (dev, prod) run side by side.
+- On Prefect's ephemeral API (no PREFECT_API_URL; it stops with the process) the flow waits, at
+  its end and at most 60 s, until the API has recorded every task run the steps created in a
+  final state (`dbtflow.run._recorded`), else warns how many are missing and to start a server.
 - The Prefect API gone at the end of a run (reporting gave up after its 30 s and `/health` does
   not answer): once the slot's release was tried (5 s at most) and everything is kept locally,
   the final state goes to `UNRECORDED_END` when a caller set it (`dbtflow run` prints one line
@@ -105,6 +108,7 @@ from dbtflow.run._attempts import Attempt, PlannedStep, earlier_reports, plan_at
 from dbtflow.run._invoke import StepPaths, run_step
 from dbtflow.run._outcome import RunOutcome, StepOutcome, StepReport
 from dbtflow.run._parameters import RunParameters
+from dbtflow.run._recorded import on_ephemeral_api, wait_recorded
 from dbtflow.run._request import RunRequest, build_request
 from dbtflow.run._runs_dir import check_runs_root, quiet_logging_errors, storage_problem
 from dbtflow.run._slot import SlotTaken, slot_name, target_slot
@@ -371,6 +375,14 @@ def _execute_with_env(request: RunRequest, remote: Store) -> State:
         problem = _save_record(record, outcome, store, stored) or problem
     gave_up = any("gave up" in w for step in outcome.steps for w in step.outcome.reporting)
     _GAVE_UP.set(gave_up)
+    task_runs = sum(step.outcome.task_runs for step in outcome.steps)
+    if not gave_up and task_runs and flow_run.id and on_ephemeral_api():  # it stops with this process
+        waited = time.monotonic()
+        lost = wait_recorded(flow_run.id, task_runs)
+        if lost:
+            logger.warning("%s", lost)
+        elif (waited := time.monotonic() - waited) > 1:  # the run's end is later by that: say why
+            logger.info("waited %.1f s for Prefect's ephemeral API to record the %d task runs", waited, task_runs)
     if not gave_up:
         publish(outcome, store.folder, key=_artifact_key(request), stored=stored)  # else the API is down
         if not outcome.failed and outcome.warnings:

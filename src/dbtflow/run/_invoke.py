@@ -37,6 +37,9 @@ Pitfalls
   the profiles folder, the project) are made absolute before the first step; `run_step`
   restores the caller's folder after the step (also after `dbt deps`, which moves into the
   project itself: dbt's `move_to_nearest_project_dir`).
+- The step's outcome counts the Prefect task runs it created (`task_runs`: the reporter's, or
+  prefect-dbt's `_call_task` calls, one task per call), so the flow can wait for Prefect's
+  ephemeral API to record them all (`dbtflow.run._recorded`) before the process stops it.
 - `PrefectDbtRunner.invoke` raises ValueError when dbt returns an exception; that is an
   outcome here, not a crash.
 - dbt-duckdb resolves a relative database path against the process cwd (the project's, see
@@ -165,7 +168,7 @@ def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> Ste
         outcome = _invoke_parsed(step, paths, quiet, callbacks, reporter, stopper)
     finally:
         warnings = tuple(reporter.close(stopped=stopper.reason)) if reporter is not None else ()
-    return replace(outcome, reporting=warnings)
+    return replace(outcome, reporting=warnings, task_runs=len(reporter.task_runs) if reporter is not None else 0)
 
 
 def _invoke_parsed(
@@ -220,7 +223,13 @@ def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutc
     from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings  # lazy: ~0.5 s of imports the fast engine never needs
 
     class Runner(PrefectDbtRunner):
-        """PrefectDbtRunner that also hands every dbt event to our listeners."""
+        """PrefectDbtRunner that also hands every dbt event to our listeners and counts the task runs it starts."""
+
+        task_runs = 0
+
+        def _call_task(self, *args: Any, **kwargs: Any) -> Any:
+            self.task_runs += 1  # one Prefect task run per call (prefect-dbt's own count is reset by invoke)
+            return super()._call_task(*args, **kwargs)
 
         def _create_unified_callback(self, *args: Any, **kwargs: Any) -> Callable[[Any], None]:
             inner = super()._create_unified_callback(*args, **kwargs)
@@ -241,11 +250,11 @@ def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutc
     try:
         result = stopper.call(lambda: runner.invoke([*step.argv, "--log-path", str(paths.log_path)]))
     except ValueError as exc:
-        return StepOutcome(step, success=False, error=_first_line(str(exc)))
+        return StepOutcome(step, success=False, error=_first_line(str(exc)), task_runs=runner.task_runs)
     if result is None:
-        return StepOutcome(step, success=False)
+        return StepOutcome(step, success=False, task_runs=runner.task_runs)
     error = _first_line(str(result.exception)) if result.exception else None
-    return StepOutcome(step, success=bool(result.success), error=error)
+    return StepOutcome(step, success=bool(result.success), error=error, task_runs=runner.task_runs)
 
 
 def _record_not_started(run_results: Path, interrupted: Interrupted) -> None:

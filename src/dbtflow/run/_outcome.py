@@ -19,6 +19,9 @@ Pitfalls
   were running, the selected nodes that never started, the steps that never started; a run
   stopped by SIGINT or SIGTERM (`signalled`) says the same, as "stopped by SIGTERM", and is
   cancelled (`cancelled`), not failed by dbt.
+- A skipped node's causes (`failed_ancestors`) are its nearest failed ancestors and the failed
+  tests on its ancestors: under `dbt build` a failing test on a source skips the models that
+  select from it, and the test is no ancestor of theirs (dbt's build graph adds that edge).
   A non-fatal step (source freshness, docs generate added by the job settings) never fails
   the run; its problems are warnings.
 - A building step whose selection matched no node succeeds in dbt ("Nothing to do"); `unmatched`
@@ -30,7 +33,7 @@ Pitfalls
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -64,6 +67,7 @@ class StepOutcome:
     parse: ParseInfo | None = None
     reporting: tuple[str, ...] = ()
     interrupted: Interrupted | None = None
+    task_runs: int = 0  # the Prefect task runs the step created (its engine's count)
 
 
 @dataclass
@@ -245,8 +249,16 @@ def _names(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(names[:MAX_NAMES]) + (f" and {more} more" if more > 0 else "")
 
 
-def failed_ancestors(unique_id: str, parents: Callable[[str], Iterable[str]], failed: Container[str]) -> list[str]:
-    """The nearest failed ancestors of a node: a walk up `parents` that stops at each failed node."""
+def failed_ancestors(unique_id: str, parents: Callable[[str], Iterable[str]], failed: Collection[str]) -> list[str]:
+    """The failures that made dbt skip a node: its nearest failed ancestors, and the failed tests on its ancestors.
+
+    A walk up `parents` stops at each failed node. `dbt build` also runs a node's data tests
+    before its children (a failing test on a source or a model skips what selects from it), and
+    a model's unit tests before the model: those tests are no ancestors, and are found by their
+    own parents. A hook (`operation`) is skipped after a failed hook: the failed hooks are its causes.
+    """
+    if unique_id.startswith("operation."):
+        return sorted(uid for uid in failed if uid.startswith("operation."))
     causes: set[str] = set()
     seen: set[str] = set()
     stack = list(parents(unique_id))
@@ -259,6 +271,11 @@ def failed_ancestors(unique_id: str, parents: Callable[[str], Iterable[str]], fa
             causes.add(uid)
         else:
             stack.extend(parents(uid))
+    for test in failed:
+        kind = test.split(".", 1)[0]
+        before = {"test": seen, "unit_test": {unique_id, *seen}}.get(kind, set())  # what the test runs before
+        if before.intersection(parents(test)):
+            causes.add(test)
     return sorted(causes)
 
 

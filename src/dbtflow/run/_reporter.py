@@ -65,6 +65,7 @@ from dbtflow.run._outcome import failed_ancestors
 from dbtflow.secrets._masking import scrub
 
 NODE_EVENTS = frozenset({"NodeStart", "NodeFinished"})
+HOOK_EVENTS = frozenset({"LogHookStartLine", "LogHookEndLine"})  # on-run-start/-end hooks: no Node* events
 LOG_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 MATERIALIZED = frozenset({"model", "seed", "snapshot"})
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -232,12 +233,15 @@ class NodeReporter:
     # --- dbt events -> Prefect ----------------------------------------------------------
     def _handle(self, event: Any) -> None:
         name = event.info.name
-        node_info = getattr(event.data, "node_info", None)
+        node_info: Any = getattr(event.data, "node_info", None)
         unique_id = node_info.unique_id if node_info is not None and node_info.unique_id else None
         if name == "NodeStart" and unique_id:
             self._node_started(unique_id, node_info)
         elif name == "NodeFinished" and unique_id:
-            self._node_finished(unique_id, node_info, event.data.run_result)
+            result = event.data.run_result
+            self._node_finished(unique_id, node_info, str(result.status or node_info.node_status), result.message)
+        elif name in HOOK_EVENTS and unique_id and node_info.resource_type == "operation":
+            self._hook(name, unique_id, node_info, event.data)
         if event.info.level in LOG_LEVELS and event.info.msg:
             self._log(event, unique_id)
 
@@ -258,13 +262,25 @@ class NodeReporter:
         self.task_runs[unique_id] = task_run
         self._set_state(task_run, Running(timestamp=started))
 
-    def _node_finished(self, unique_id: str, node_info: Any, run_result: Any) -> None:
+    def _hook(self, name: str, unique_id: str, node_info: Any, data: Any) -> None:
+        """An on-run-start/-end hook (an `operation` node): dbt fires no NodeStart/NodeFinished for it.
+
+        A hook skipped after a failed one gets only its end line; dbt puts a failed hook's error
+        in the run's results, not in the event: its task run's message points to its log lines.
+        """
+        if name == "LogHookStartLine" or unique_id not in self.task_runs:
+            self._node_started(unique_id, node_info)
+        if name == "LogHookEndLine":
+            status = str(data.status)
+            message = f"{data.statement} failed: dbt's error is in this task run's log" if status == "error" else None
+            self._node_finished(unique_id, node_info, status, message)
+
+    def _node_finished(self, unique_id: str, node_info: Any, status: str, text: str | None) -> None:
         task_run = self.task_runs.get(unique_id)
         if task_run is None:
             return
         finished = _timestamp(node_info.node_finished_at)
-        status = str(run_result.status or node_info.node_status)
-        message = scrub(ANSI.sub("", run_result.message or "")) or None
+        message = scrub(ANSI.sub("", text or "")) or None
         stopped = self._stopped_while_running(unique_id) if status == "error" else None
         if stopped is not None:  # its query was cancelled by the stop: not a failure of the node
             message = f"dbt was stopped ({stopped}) while it ran"
@@ -387,7 +403,12 @@ class NodeReporter:
         m = self._manifest
         if m is None:
             return None
-        return m.nodes.get(unique_id) or m.sources.get(unique_id) or m.exposures.get(unique_id)
+        return (
+            m.nodes.get(unique_id)
+            or m.sources.get(unique_id)
+            or m.exposures.get(unique_id)
+            or m.unit_tests.get(unique_id)
+        )
 
     def _parents(self, unique_id: str) -> list[str]:
         return list(getattr(getattr(self._node(unique_id), "depends_on", None), "nodes", None) or [])
