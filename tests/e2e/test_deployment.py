@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dbtflow.run._slot import slot_name_of
 from tests.conftest import BIN, REPO
 from tests.e2e.conftest import DEPLOYMENT, Stack
 
@@ -192,22 +195,43 @@ def test_an_ad_hoc_run_with_overrides_reaches_dbt(stack: Stack) -> None:
     assert {r["unique_id"] for r in results["results"]} >= {"seed.dbt_williamgrant.distributors"}
 
 
-def test_two_prod_runs_never_overlap_but_dev_and_prod_may(stack: Stack) -> None:
+def test_two_prod_runs_never_overlap_and_dev_does_not_wait_for_prod(stack: Stack) -> None:
     deployment_id = stack.deployment()["id"]
 
     def create(target: str) -> str:  # whole builds: long enough for overlaps to show
         body = {"parameters": {"target": target}}
         return str(stack.post(f"/deployments/{deployment_id}/create_flow_run", body)["id"])
 
-    prod_a, prod_b, dev = create("prod"), create("prod"), create("dev")
-    runs = _wait_final(stack, [prod_a, prod_b, dev])
-    assert [r["state"]["type"] for r in runs] == ["COMPLETED"] * 3, [r["state"] for r in runs]
+    # prod's slot held throughout dev's run, as a long prod build holds it: dev must not wait for it
+    with _slot_held(stack, slot_name_of("dbt_williamgrant", "prod")):
+        prod_a, prod_b, dev = create("prod"), create("prod"), create("dev")
+        (dev_run,) = _wait_final(stack, [dev])
+        assert dev_run["state"]["type"] == "COMPLETED", dev_run["state"]
+        for prod in (prod_a, prod_b):
+            assert stack.get(f"/flow_runs/{prod}")["state"]["type"] in ("SCHEDULED", "PENDING", "RUNNING")
+            assert not _dbt_ran(stack, prod), "a prod run ran dbt while another held prod's slot"
+    runs = _wait_final(stack, [prod_a, prod_b])
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED"] * 2, [r["state"] for r in runs]
 
     (a_start, a_end), (b_start, b_end) = _dbt_span(stack, prod_a), _dbt_span(stack, prod_b)
     assert a_end <= b_start or b_end <= a_start, "two prod runs ran dbt at the same time"
-    dev_start, dev_end = _dbt_span(stack, dev)
-    first_prod = min((a_start, a_end), (b_start, b_end))
-    assert dev_start < first_prod[1] and first_prod[0] < dev_end, "dev waited for prod"
+
+
+@contextlib.contextmanager
+def _slot_held(stack: Stack, name: str) -> Iterator[None]:
+    """Hold a target's slot (the global concurrency limit of 1 the flow creates if missing) under a lease."""
+    if name not in {limit["name"] for limit in stack.post("/v2/concurrency_limits/filter", {})}:
+        stack.post("/v2/concurrency_limits/", {"name": name, "limit": 1})
+    body = {"names": [name], "slots": 1, "mode": "concurrency", "lease_duration": 900}
+    lease_id = stack.post("/v2/concurrency_limits/increment-with-lease", body)["lease_id"]
+    try:
+        yield
+    finally:
+        stack.post("/v2/concurrency_limits/decrement-with-lease", {"lease_id": lease_id})
+
+
+def _dbt_ran(stack: Stack, flow_run_id: str) -> bool:
+    return any(stack.run_folder(flow_run_id).glob("*-build/run_results.json"))
 
 
 def test_a_redeploy_keeps_each_schedule_on_or_off_as_it_was(stack: Stack) -> None:
