@@ -9,6 +9,8 @@ Contract
   those values from its logs and refuses them outside profiles.yml and packages.yml). The value of
   a secret entry in `env_vars` is never the secret: it is the name of the Prefect Secret block
   holding it (`block_name_problem` checks it looks like one), read when the run starts.
+- `environment(values)` sets variables while its block runs and puts back what was there after
+  (unset ones unset again): the one way dbtflow hands dbt variables for a run.
 - `check_env_vars(where, value)` returns the mapping, or raises `UserError` with one line naming
   the first bad entry. A secret entry's value is never quoted in a message (it may be a value
   pasted by mistake).
@@ -22,8 +24,10 @@ Pitfalls
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dbtflow.errors import UserError
@@ -34,6 +38,21 @@ RESERVED = ("DBT_CLOUD_", "DBT_ENV_SECRET_DBTFLOW_")
 BLOCK_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 MAX_ENV_VARS = 500
 MAX_VALUE_CHARS = 10_000
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """While the block runs, the process environment also holds `values`; what was there before, after."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in before.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def is_secret(name: str) -> bool:

@@ -26,13 +26,12 @@ Pitfalls
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Mapping
 
 from prefect.blocks.system import Secret
 
 from dbtflow.errors import UserError
-from dbtflow.secrets._env_names import is_secret
+from dbtflow.secrets._env_names import environment, is_secret
 
 
 @contextlib.contextmanager
@@ -49,16 +48,8 @@ def run_env(env_vars: Mapping[str, str] | None) -> Iterator[list[str]]:
         SecretUnavailable: a Secret block could not be read (nothing is set then).
     """
     values = {name: _secret(name, value) if is_secret(name) else value for name, value in (env_vars or {}).items()}
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with environment(values):
         yield sorted(values)
-    finally:
-        for name, old in before.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
 
 
 class SecretUnavailable(UserError):

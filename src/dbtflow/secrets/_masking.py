@@ -47,6 +47,8 @@ from typing import Any
 
 import yaml
 
+from dbtflow.secrets._env_names import environment
+
 MASK = "*****"
 MIN_SECRET = 4
 SECRET_KEY = re.compile(r"passw(?:or)?d|pwd|passphrase|secret|token|api_?key|private_?key|credential", re.IGNORECASE)
@@ -97,16 +99,8 @@ def secret_env(argv_lists: Iterable[list[str]]) -> Iterator[list[str]]:
     texts = [argv[i + 1] for argv in argv_lists for i, t in enumerate(argv[:-1]) if t in _MAPPING_FLAGS]
     values = secret_values(texts)
     names = [f"{ENV_PREFIX}{n}" for n in range(len(values))]
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update(zip(names, values, strict=True))
-    try:
+    with environment(dict(zip(names, values, strict=True))):
         yield values
-    finally:
-        for name, old in before.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
 
 
 def scrub(text: str) -> str:

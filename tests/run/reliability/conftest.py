@@ -33,6 +33,19 @@ SLOW_SQL = (
 )
 
 
+# A Python model that holds dbt until the test touches $DBTFLOW_TEST_RELEASE: a fault happens while dbt runs.
+WAITER = """
+import os, time
+
+def model(dbt, session):
+    dbt.config(materialized="table")
+    deadline = time.time() + 600
+    while not os.path.exists(os.environ["DBTFLOW_TEST_RELEASE"]) and time.time() < deadline:
+        time.sleep(0.2)
+    return session.sql("select 1 as id")
+"""
+
+
 def make_project(root: Path, models: dict[str, str], project_yml: str = "", target_yml: str = "") -> Path:
     """A dbt project `mini` in `root` with these models (name -> SQL) and a DuckDB `local` target.
 

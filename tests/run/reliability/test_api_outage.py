@@ -12,21 +12,10 @@ import httpx
 import pytest
 
 from tests.conftest import BIN, PrefectServer
-from tests.run.reliability.conftest import make_project
+from tests.run.reliability.conftest import WAITER, make_project
 
 pytestmark = [pytest.mark.slow]
 
-# A Python model that holds dbt until the test lets it go: the outage happens while dbt runs.
-WAITER = """
-import os, time
-
-def model(dbt, session):
-    dbt.config(materialized="table")
-    deadline = time.time() + 600
-    while not os.path.exists(os.environ["DBTFLOW_TEST_RELEASE"]) and time.time() < deadline:
-        time.sleep(0.2)
-    return session.sql("select 1 as id")
-"""
 MODELS = {
     "before": "select 1 as id",
     "after_waiter": "select * from {{ ref('waiter') }}",

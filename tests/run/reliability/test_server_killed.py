@@ -22,20 +22,10 @@ import httpx
 import pytest
 
 from tests.conftest import BIN, PrefectServer
-from tests.run.reliability.conftest import make_project
+from tests.run.reliability.conftest import WAITER, make_project
 
 pytestmark = [pytest.mark.slow]
 
-WAITER = """
-import os, time
-
-def model(dbt, session):
-    dbt.config(materialized="table")
-    deadline = time.time() + 600
-    while not os.path.exists(os.environ["DBTFLOW_TEST_RELEASE"]) and time.time() < deadline:
-        time.sleep(0.2)
-    return session.sql("select 1 as id")
-"""
 MODELS = {"before": "select 1 as id", "after_waiter": "select * from {{ ref('waiter') }}"}
 BOUND = 45  # docs/reliability.md: reporting gives up 30 s after dbt ends, the slot 5 s later: gone by 45 s
 LEASES_ON_DISK = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
