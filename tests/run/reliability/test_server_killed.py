@@ -191,3 +191,43 @@ def test_after_a_restart_with_leases_on_disk_the_slot_frees_itself(tmp_path: Pat
     assert code == 0, output[-3000:]
     assert f"held by flow run {holder}" in output, output[-3000:]  # it said on whom it waited, until the lease lapsed
     assert "took the slot 'dbt-mini-local' after" in output, output[-3000:]
+
+
+def test_slot_release_refuses_a_live_holder_and_frees_the_slot_with_force(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "mini", MODELS)
+    (project / "models" / "waiter.py").write_text(WAITER)
+    release, runs, home = tmp_path / "release", tmp_path / "runs", tmp_path / "server"
+    home.mkdir()
+    server = PrefectServer(home)
+    env = {**os.environ, "PREFECT_API_URL": server.url, "DBTFLOW_RUNS_DIR": str(runs)}
+    env["DBTFLOW_TEST_RELEASE"] = str(release)
+    at = ["--project-dir", str(project), "--target", "local"]
+    proc = dbtflow("run", *at, env=env)
+    lines = Lines(proc)
+    try:
+        deadline = time.monotonic() + 300
+        while not any("python table model main.waiter" in p.read_text() for p in runs.glob("*/dbt.log")):
+            assert time.monotonic() < deadline and proc.poll() is None, "dbt never reached the waiting model"
+            time.sleep(0.2)
+        while not acquired_events(server.url):  # the holder is named once the server stored its acquired event
+            assert time.monotonic() < deadline, "the server never stored the slot's acquired event"
+            time.sleep(0.5)
+        (folder,) = runs.iterdir()
+        code, refused = finished("slot", "release", *at, env=env)
+        held = httpx.get(f"{server.url}/v2/concurrency_limits/dbt-mini-local", timeout=30).json()
+        code_forced, forced = finished("slot", "release", *at, "--force", env=env)
+        freed = httpx.get(f"{server.url}/v2/concurrency_limits/dbt-mini-local", timeout=30).json()
+        release.touch()
+        proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    # the holder runs dbt and renews its lease: refused, in one line naming it and the way out
+    assert code == 2 and "its lease is live" in refused and "--force" in refused, refused
+    assert f"held by flow run {folder.name}" in refused and len(refused.strip().splitlines()) == 1, refused
+    assert held["active_slots"] == 1, held
+    # --force frees it anyway, and says so
+    assert code_forced == 0 and "forced (--force)" in forced and folder.name in forced, forced
+    assert freed["active_slots"] == 0, freed
+    assert proc.returncode == 0, lines.text()[-3000:]  # the run itself finishes as dbt did
