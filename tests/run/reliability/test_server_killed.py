@@ -68,6 +68,17 @@ class Lines:
         return "\n".join(line for _, line in self.lines)
 
 
+def wait_in_waiter(runs: Path, proc: subprocess.Popen[str], api: str) -> None:
+    """Until dbt runs the waiting model and the server has stored the slot's acquired event (so it names the holder)."""
+    deadline = time.monotonic() + 300
+    while not any("python table model main.waiter" in p.read_text() for p in runs.glob("*/dbt.log")):
+        assert time.monotonic() < deadline and proc.poll() is None, "dbt never reached the waiting model"
+        time.sleep(0.2)
+    while not acquired_events(api):
+        assert time.monotonic() < deadline, "the server never stored the slot's acquired event"
+        time.sleep(0.5)
+
+
 def run_through_a_server_kill(tmp_path: Path, server_env: dict[str, str] | None = None) -> dict[str, object]:
     """Start a run, kill its server while dbt runs, let dbt finish; what the run left and said."""
     project = make_project(tmp_path / "mini", MODELS)
@@ -80,13 +91,7 @@ def run_through_a_server_kill(tmp_path: Path, server_env: dict[str, str] | None 
     proc = dbtflow("run", "--project-dir", str(project), "--target", "local", env=env)
     lines = Lines(proc)
     try:
-        deadline = time.monotonic() + 300
-        while not any("python table model main.waiter" in p.read_text() for p in runs.glob("*/dbt.log")):
-            assert time.monotonic() < deadline and proc.poll() is None, "dbt never reached the waiting model"
-            time.sleep(0.2)
-        while not acquired_events(server.url):  # a server killed long after the run took its slot had stored that
-            assert time.monotonic() < deadline, "the server never stored the slot's acquired event"
-            time.sleep(0.5)
+        wait_in_waiter(runs, proc, server.url)
         kill(server)
         release.touch()
         (folder,) = runs.iterdir()
@@ -205,13 +210,7 @@ def test_slot_release_refuses_a_live_holder_and_frees_the_slot_with_force(tmp_pa
     proc = dbtflow("run", *at, env=env)
     lines = Lines(proc)
     try:
-        deadline = time.monotonic() + 300
-        while not any("python table model main.waiter" in p.read_text() for p in runs.glob("*/dbt.log")):
-            assert time.monotonic() < deadline and proc.poll() is None, "dbt never reached the waiting model"
-            time.sleep(0.2)
-        while not acquired_events(server.url):  # the holder is named once the server stored its acquired event
-            assert time.monotonic() < deadline, "the server never stored the slot's acquired event"
-            time.sleep(0.5)
+        wait_in_waiter(runs, proc, server.url)
         (folder,) = runs.iterdir()
         code, refused = finished("slot", "release", *at, env=env)
         held = httpx.get(f"{server.url}/v2/concurrency_limits/dbt-mini-local", timeout=30).json()
