@@ -25,10 +25,9 @@ Pitfalls
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, chdir, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +37,7 @@ from dbtflow.dbt._project import Project
 from dbtflow.dbt._selection import COMMAND_TYPES
 from dbtflow.errors import UserError
 from dbtflow.run._request import RunRequest, Step
+from dbtflow.secrets._env_names import environment
 from dbtflow.secrets._profiles import resolved_profiles
 from dbtflow.settings import PROJECT_DIR
 
@@ -151,17 +151,8 @@ def _options(step: Step) -> dict[str, list[str]]:
 @contextmanager
 def _in_project(project_dir: Path) -> Iterator[None]:
     """The working folder and DBTFLOW_PROJECT_DIR are the project's while dbt runs (as in `run._invoke`)."""
-    cwd, env = os.getcwd(), os.environ.get(PROJECT_DIR)
-    os.environ[PROJECT_DIR] = str(project_dir)
-    os.chdir(project_dir)
-    try:
+    with chdir(project_dir), environment({PROJECT_DIR: str(project_dir)}):
         yield
-    finally:
-        os.chdir(cwd)
-        if env is None:
-            os.environ.pop(PROJECT_DIR, None)
-        else:
-            os.environ[PROJECT_DIR] = env
 
 
 def _line(exc: object) -> str:
