@@ -1,5 +1,5 @@
 """`python -m dbtflow.cli`: the `dbtflow` command."""
 
-from dbtflow.cli import app
+from dbtflow.cli import main
 
-app()
+main()

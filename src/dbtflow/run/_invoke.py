@@ -5,11 +5,12 @@ Contract
   `StepOutcome`: dbt's success flag, the error when dbt could not run its nodes (parse or
   compile error, connection failure), how the project was parsed, and any reporting warnings.
   Node results come from the run_results.json dbt writes (read by `dbtflow.dbt._artifacts`).
-- Engine `fast` (default): `dbt parse` first (partial parsing reuses target/partial_parse.msgpack
-  when project, target and vars are unchanged; the outcome says full or partial and how long),
-  then the command with that manifest, so dbt parses once; every dbt event goes to the
-  `NodeReporter`, whose callback only enqueues. Engine `prefect-dbt`: prefect-dbt's
-  `PrefectDbtRunner` as it is, the fallback and the benchmark's reference.
+- Engine `fast` (default): one dbt invocation per step, as plain dbt runs it (partial parsing
+  reuses target/partial_parse.msgpack when project, target and vars are unchanged; the outcome
+  says full or partial and how long); every dbt event goes to the `NodeReporter`, whose callback
+  only enqueues, and the reporter gets the manifest dbt parsed, from dbt's own click context, at
+  the first event after the parse (`FoundStats`, before any node starts). Engine `prefect-dbt`:
+  prefect-dbt's `PrefectDbtRunner` as it is, the fallback and the benchmark's reference.
 - dbt's events are also offered to `event_listeners` (the CLI's progress bar); a listener must
   only record, never block: it runs on dbt's threads.
 - dbt gets an argv list; the paths dbtflow owns are appended here: project, resolved profiles,
@@ -31,7 +32,11 @@ Contract
   builds the rest too.
 
 Pitfalls
-- `deps` and `parse` run without the pre-parse (deps must not need installed packages).
+- The manifest is dbt's `ctx.obj["manifest"]` (dbt.cli.requires.setup_manifest puts it there), read
+  on the invoking thread only (click's context is thread-local; node events come from dbt's
+  worker threads, after it is set). A dbt that stopped putting it there leaves the reporter
+  without lineage or asset keys, never the run failed. A `deps` step parses nothing: no parse info.
+  (Before, a `dbt parse` ran first to get the manifest: ~0.3 s more per step at 200 models.)
 - The working folder is the process's, not the thread's: while a step runs, a relative path
   read on any thread resolves in the project. dbtflow's own paths (the runs folder, `state`,
   the profiles folder, the project) are made absolute before the first step; `run_step`
@@ -62,6 +67,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import click
 from dbt.cli.main import cli, dbtRunner
 from prefect.runtime import flow_run
 
@@ -75,7 +81,9 @@ from dbtflow.settings import PROJECT_DIR
 
 Engine = Literal["fast", "prefect-dbt"]
 event_listeners: ContextVar[tuple[EventListener, ...]] = ContextVar("dbtflow_event_listeners", default=())
-NO_PREPARSE = frozenset({"deps", "parse"})
+PARTIAL_PARSE_EVENTS = frozenset(
+    {"UnableToPartialParse", "PartialParsingNotEnabled", "PartialParsingEnabled", "PartialParsingSkipParsing"}
+)
 # A run_results entry (v6) for a node a stop kept from starting; `dbt retry` reruns what is `skipped`.
 NOT_STARTED: dict[str, Any] = {
     **dict.fromkeys(("failures", "compiled", "compiled_code", "relation_name", "batch_results")),
@@ -165,58 +173,59 @@ def _run_fast(step: Step, paths: StepPaths, index: int, stopper: Stopper) -> Ste
         reporter.start()
     quiet = ["--log-level", "none", "--log-level-file", "debug"]  # console off (the reporter logs), dbt.log as usual
     try:
-        outcome = _invoke_parsed(step, paths, quiet, callbacks, reporter, stopper)
+        outcome = _invoke(step, [*step.argv, *paths.argv(step.command), *quiet], callbacks, reporter, stopper)
     finally:
         warnings = tuple(reporter.close(stopped=stopper.reason)) if reporter is not None else ()
     return replace(outcome, reporting=warnings, task_runs=len(reporter.task_runs) if reporter is not None else 0)
 
 
-def _invoke_parsed(
-    step: Step, paths: StepPaths, quiet: list[str], callbacks: list[EventListener], reporter: Any, stopper: Stopper
+def _invoke(
+    step: Step, argv: list[str], callbacks: list[EventListener], reporter: NodeReporter | None, stopper: Stopper
 ) -> StepOutcome:
-    manifest, parse = None, None
-    common = [*paths.argv(step.command), *quiet]
-    if step.command not in NO_PREPARSE:
-        manifest, parse, error = _parse(step, [*paths.argv("parse"), *quiet], callbacks, stopper)
-        if manifest is None:
-            return StepOutcome(step, success=False, error=error, parse=parse)
-        if reporter is not None:
-            reporter.set_manifest(manifest)
-    runner = dbtRunner(manifest=manifest, callbacks=callbacks)
-    result = stopper.call(lambda: runner.invoke([*step.argv, *common]))
+    """The step in one dbt invocation; how it parsed, and the parsed manifest handed to the reporter."""
+    probe = _ParseProbe(reporter)
+    runner = dbtRunner(callbacks=[probe.on_event, *callbacks])
+    result = stopper.call(lambda: runner.invoke(argv))
+    parse = probe.info()
     if result is None:
         return StepOutcome(step, success=False, parse=parse)
     error = _first_line(str(result.exception)) if result.exception else None
     return StepOutcome(step, success=bool(result.success), error=error, parse=parse)
 
 
-def _parse(
-    step: Step, common: list[str], callbacks: list[EventListener], stopper: Stopper
-) -> tuple[Any, ParseInfo, str | None]:
-    """`dbt parse` with the step's target and vars; returns (manifest, how it parsed, error)."""
-    seen: dict[str, str] = {}
+class _ParseProbe:
+    """dbt's callback that notes how dbt parsed and, once it has, gives the reporter dbt's manifest."""
 
-    def probe(event: Any) -> None:
+    def __init__(self, reporter: NodeReporter | None) -> None:
+        self._reporter = reporter
+        self._started = time.perf_counter()
+        self._seconds: float | None = None  # until the manifest was there
+        self._seen: dict[str, str] = {}
+
+    def on_event(self, event: Any) -> None:
+        if self._seconds is not None:
+            return
         name = event.info.name
-        if name in ("UnableToPartialParse", "PartialParsingNotEnabled", "PartialParsingEnabled",
-                    "PartialParsingSkipParsing"):  # fmt: skip
-            seen[name] = getattr(event.data, "reason", "") or ""
+        if name in PARTIAL_PARSE_EVENTS:
+            self._seen[name] = getattr(event.data, "reason", "") or ""
+        context = click.get_current_context(silent=True)  # None on dbt's worker threads
+        manifest = context.obj.get("manifest") if context is not None and context.obj else None
+        if manifest is not None:
+            self._seconds = time.perf_counter() - self._started
+            if self._reporter is not None:
+                self._reporter.set_manifest(manifest)
 
-    globals_ = step.options_argv("--target", "--vars", "--threads")
-    started = time.perf_counter()
-    runner = dbtRunner(callbacks=[probe, *callbacks])
-    result = stopper.call(lambda: runner.invoke(["parse", *globals_, *common]))
-    seconds = time.perf_counter() - started
-    full = "UnableToPartialParse" in seen or "PartialParsingNotEnabled" in seen or not seen
-    reason = seen.get("UnableToPartialParse") or (
-        "partial parsing is off" if "PartialParsingNotEnabled" in seen else None
-    )
-    info = ParseInfo(partial=not full, seconds=seconds, reason=reason)
-    if result is None:
-        return None, info, "stopped"
-    if not result.success:
-        return None, info, _first_line(str(result.exception or "dbt parse failed"))
-    return result.result, info, None
+    def info(self) -> ParseInfo | None:
+        """Full or partial, and how long; None when dbt parsed nothing (`dbt deps`)."""
+        if self._seconds is None and not self._seen:
+            return None
+        seen = self._seen
+        full = "UnableToPartialParse" in seen or "PartialParsingNotEnabled" in seen or not seen
+        reason = seen.get("UnableToPartialParse") or (
+            "partial parsing is off" if "PartialParsingNotEnabled" in seen else None
+        )
+        seconds = self._seconds if self._seconds is not None else time.perf_counter() - self._started
+        return ParseInfo(partial=not full, seconds=seconds, reason=reason)
 
 
 def _run_prefect_dbt(step: Step, paths: StepPaths, stopper: Stopper) -> StepOutcome:
