@@ -41,7 +41,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +105,19 @@ def secret_env(argv_lists: Iterable[list[str]]) -> Iterator[list[str]]:
 
 def scrub(text: str) -> str:
     """A dbt message with every `DBT_ENV_SECRET_*` value masked, as dbt masks its log file."""
-    for value in sorted(_env_secrets(), key=len, reverse=True):
-        text = text.replace(value, MASK)
-    return text
+    return scrubber()(text)
+
+
+def scrubber() -> Callable[[str], str]:
+    """`scrub` for the `DBT_ENV_SECRET_*` values set now, the environment read once, not per message."""
+    values = sorted(_env_secrets(), key=len, reverse=True)
+
+    def scrub_now(text: str) -> str:
+        for value in values:
+            text = text.replace(value, MASK)
+        return text
+
+    return scrub_now
 
 
 def scrub_files(folder: Path) -> None:
