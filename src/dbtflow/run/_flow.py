@@ -377,11 +377,11 @@ def _execute_with_env(request: RunRequest, remote: Store) -> State:
     _GAVE_UP.set(gave_up)
     task_runs = sum(step.outcome.task_runs for step in outcome.steps)
     if not gave_up and task_runs and flow_run.id and on_ephemeral_api():  # it stops with this process
-        waited = time.monotonic()
+        wait_began = time.monotonic()
         lost = wait_recorded(flow_run.id, task_runs)
         if lost:
             logger.warning("%s", lost)
-        elif (waited := time.monotonic() - waited) > 1:  # the run's end is later by that: say why
+        elif (waited := time.monotonic() - wait_began) > 1:  # the run's end is later by that: say why
             logger.info("waited %.1f s for Prefect's ephemeral API to record the %d task runs", waited, task_runs)
     if not gave_up:
         publish(outcome, store.folder, key=_artifact_key(request), stored=stored)  # else the API is down

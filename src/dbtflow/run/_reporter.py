@@ -13,7 +13,9 @@ Contract
     second, so they arrive while dbt runs;
   - asset materialization events for models, seeds and snapshots with the same keys as
     prefect-dbt (`<adapter>://<relation path>`, see `asset_key`), upstream assets from
-    the manifest, walking through ephemeral models (which are lineage, never task runs).
+    the manifest, walking through ephemeral models (which are lineage, never task runs); a
+    fan-in wider than Prefect's limit of related resources per event (100) relates the first
+    upstream assets and counts the rest in the payload (`upstream_assets_not_related`).
   Task runs are created the way Prefect's own engine does it since 3.x, as task-run state
   events; events and log lines are sent in batches (`POST /events`, `POST /logs/`, one request
   per batch of up to 500), never one API call per node (Prefect's emit_event sends one by one,
@@ -26,7 +28,8 @@ Contract
   closed reporter stays Running in Prefect.
 - Reporting never fails or stalls the run: every error is caught and counted; when the API is
   unreachable, batches are kept and retried until `close(timeout)`, which waits at most that
-  long and then drops what is left with a warning that says how much.
+  long and then drops what is left with a warning that says how much. A batch the API refuses
+  for its content (413, 422) is sent item by item; an item still refused is dropped and counted.
 
 Pitfalls
 - `start` must be called inside the flow run's context: it reads the flow run's related
@@ -73,6 +76,7 @@ LOG_LEVELS = {"info": logging.INFO, "warn": logging.WARNING, "error": logging.ER
 MATERIALIZED = frozenset({"model", "seed", "snapshot"})
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BATCH = 500
+REFUSED = frozenset({413, 422})  # the API refuses the content itself: a retry cannot help, the item is dropped
 FLUSH_SECONDS = 1.0
 RETRY_SECONDS = 2.0
 _STOP = object()
@@ -126,6 +130,7 @@ class NodeReporter:
         self._deadline: float | None = None
         self._http: httpx.Client | None = None
         self._scrub = scrubber()  # a step's secrets are set before it starts
+        self._max_related = get_current_settings().server.events.maximum_related_resources  # 100 by default
 
     # --- dbt's threads ------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
@@ -225,14 +230,27 @@ class NodeReporter:
             while items:
                 batch = items[:BATCH]
                 try:
-                    assert self._http is not None
-                    self._http.post(path, json=batch).raise_for_status()
+                    self.sent[kind] += self._send(path, batch)
                 except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     return False
                 del items[: len(batch)]
-                self.sent[kind] += len(batch)
         return True
+
+    def _send(self, path: str, batch: list[dict[str, Any]]) -> int:
+        """POST a batch; how many items the API took. One it refuses as invalid goes item by item, and an
+        item still refused is dropped and counted as a reporting error: one bad item never holds back the rest."""
+        assert self._http is not None
+        response = self._http.post(path, json=batch)
+        if response.status_code not in REFUSED:
+            response.raise_for_status()
+            return len(batch)
+        if len(batch) > 1:
+            return sum(self._send(path, [item]) for item in batch)
+        self.errors += 1
+        what = f"event {batch[0].get('event')}" if "event" in batch[0] else "log line"
+        self.last_error = f"the API refused one {what} ({response.status_code}); dropped"
+        return 0
 
     # --- dbt events -> Prefect ----------------------------------------------------------
     def _handle(self, event: Any) -> None:
@@ -443,18 +461,22 @@ class NodeReporter:
             if uid not in self.task_runs:  # sources and nodes this run did not build: no event of their own
                 self._outbox["events"].append(_event("prefect.asset.referenced", now, resource, []))
         ephemeral = [u for u in self._parents(unique_id) if _is_ephemeral(self._node(u))]
-        related = [
-            {"prefect.resource.id": r["prefect.resource.id"], "prefect.resource.role": "asset"} for r in upstream
-        ]
-        related += [
+        own = [
             {"prefect.resource.id": "dbt", "prefect.resource.role": "asset-materialized-by"},
             {"prefect.resource.id": f"prefect.task-run.{task_run.id}", "prefect.resource.role": "task-run",
              "prefect.resource.name": task_run.name},
             *self._related,
         ]  # fmt: skip
+        room = max(0, self._max_related - len(own))  # a wide fan-in: the first upstream assets, the rest counted
+        assets = [{"prefect.resource.id": r["prefect.resource.id"], "prefect.resource.role": "asset"} for r in upstream]
+        dbt: dict[str, Any] = {"unique_id": unique_id, "via_ephemeral": ephemeral} if ephemeral else {}
+        if len(assets) > room:
+            dbt = {"unique_id": unique_id, **dbt, "upstream_assets_not_related": len(assets) - room}
         outcome = "succeeded" if succeeded else "failed"
-        payload = {"dbt": {"unique_id": unique_id, "via_ephemeral": ephemeral}} if ephemeral else None
-        event = _event(f"prefect.asset.materialization.{outcome}", now, self._asset(node), related, payload)
+        event = _event(
+            f"prefect.asset.materialization.{outcome}", now, self._asset(node), [*assets[:room], *own],
+            {"dbt": dbt} if dbt else None,
+        )  # fmt: skip
         self._outbox["events"].append(event)
 
     def _asset(self, node: Any) -> dict[str, str]:
