@@ -23,7 +23,9 @@ from dbtflow.run._reporter import NodeReporter
 
 FILES = {
     "dbt_project.yml": "name: tiny\nversion: '1.0.0'\nprofile: tiny\nconfig-version: 2\n",
-    "profiles.yml": "tiny:\n  target: local\n  outputs:\n    local:\n      type: duckdb\n      path: tiny.duckdb\n",
+    "profiles.yml": (
+        "tiny:\n  target: local\n  outputs:\n    local:\n      type: duckdb\n      path: PROJECT/tiny.duckdb\n"
+    ),
     "models/ok.sql": "select 1 as id",
     "models/broken.sql": "select no_such_column from {{ ref('ok') }}",
     "models/after_broken.sql": "select * from {{ ref('broken') }}",
@@ -45,7 +47,7 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, A
     project = tmp_path_factory.mktemp("tiny")
     for name, text in FILES.items():
         (project / name).parent.mkdir(parents=True, exist_ok=True)
-        (project / name).write_text(text)
+        (project / name).write_text(text.replace("PROJECT", str(project)))
     events: list[Any] = []
     argv = ["--project-dir", str(project), "--profiles-dir", str(project), "--log-level", "none"]
     parsed = dbtRunner().invoke(["parse", *argv, "--log-path", str(project / "logs")])

@@ -12,8 +12,8 @@ Contract
   lines of logs and messages. dbt itself still gets the real values.
 - `secret_env(argv_lists)` is a context manager that puts each secret value in the environment
   as `DBT_ENV_SECRET_DBTFLOW_VARS_<n>` while dbt runs: dbt scrubs the values of `DBT_ENV_SECRET_*`
-  from dbt.log and its messages, as it does for secrets of the profile. `scrub(text)` applies
-  the same scrubbing (dbt's) to a line dbtflow forwards from a dbt event (console, Prefect logs),
+  from dbt.log and its messages, as it does for secrets of the profile. `scrubber()` gives the
+  same scrubbing (dbt's) for the lines dbtflow forwards from dbt's events (console, Prefect logs),
   and `scrub_files(folder)` to the artifacts a step keeps in the run's folder (dbt writes the
   vars into run_results.json's `args`, and a model using one into its compiled SQL), so what
   the run folder and the run store hold is masked too.
@@ -103,13 +103,8 @@ def secret_env(argv_lists: Iterable[list[str]]) -> Iterator[list[str]]:
         yield values
 
 
-def scrub(text: str) -> str:
-    """A dbt message with every `DBT_ENV_SECRET_*` value masked, as dbt masks its log file."""
-    return scrubber()(text)
-
-
 def scrubber() -> Callable[[str], str]:
-    """`scrub` for the `DBT_ENV_SECRET_*` values set now, the environment read once, not per message."""
+    """Masks every `DBT_ENV_SECRET_*` value set now in a dbt message, as dbt masks its log file (read once)."""
     values = sorted(_env_secrets(), key=len, reverse=True)
 
     def scrub_now(text: str) -> str:
